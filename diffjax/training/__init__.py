@@ -1,0 +1,18 @@
+"""Training infrastructure, independent of what is trained.
+
+* `state`: `TrainState` pytree (params, optimizer state, EMA, step, RNG, skip counter).
+* `optim`: AdamW + warmup/cosine + clipping from a config; EMA with warmup.
+* `sharding`: 1-D ``data`` mesh, NamedShardings (replicated / FSDP), multi-host batches.
+* `step`: `make_train_step` -- one jit over the mesh, grad accumulation, non-finite skipping.
+* `checkpoint`: Orbax `Checkpointer` -- async, keep-N, SIGTERM, resharding restores.
+* `loop`: `train`, a thin loop with logging, TensorBoard and checkpoints.
+"""
+from diffjax.training.checkpoint import (CheckpointMismatchError, Checkpointer, Restored,
+                                         library_versions)
+from diffjax.training.loop import TrainResult, train
+from diffjax.training.optim import ema_decay_at, ema_update, make_optimizer, make_schedule
+from diffjax.training.sharding import (batch_sharding, local_batch_size, make_mesh,
+                                       maybe_initialize_distributed, replicated, shard_batch,
+                                       state_shardings, with_shardings)
+from diffjax.training.state import TrainState, as_raw_key, create_train_state, split_model
+from diffjax.training.step import TrainStep, make_train_step

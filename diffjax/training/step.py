@@ -1,0 +1,205 @@
+"""The train step: built once, jit-compiled over a device mesh.
+
+``loss_fn(params, batch, key) -> (loss, metrics)`` is a pure function of the trainable
+parameters, a batch (any pytree of arrays with a leading batch dimension) and a PRNG key;
+it merges the model inside (``nnx.merge(graphdef, params, rest)``). ``loss`` is a float
+scalar, ``metrics`` a dict of float scalars (averaged over micro-batches).
+
+One step:
+
+1. ``key = fold_in(state.rng, state.step)``: the randomness of step ``t`` depends on ``t``
+   only, not on the device count or on where a run was resumed;
+2. gradients, averaged over ``grad_accum`` micro-batches (`lax.scan`; micro-batch ``j``
+   gets ``fold_in(key, j)`` and holds examples ``j, j + A, j + 2A, ...`` of the batch,
+   which keeps every micro-batch evenly split over the devices without communication);
+3. if the loss and the gradients are finite, the optimizer update and the EMA update are
+   applied; otherwise params, optimizer state and EMA are kept and ``skipped`` counts one;
+4. ``step`` advances either way.
+
+Metrics: ``loss``, ``grad_norm`` (global norm before clipping), ``learning_rate`` (when a
+schedule is given; evaluated at the optimizer's update count), ``finite`` (1.0 or 0.0)
+and ``skipped`` (running count), plus the loss function's own metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from diffjax.training import sharding as shd
+from diffjax.training.optim import ema_decay_at, ema_update
+from diffjax.training.state import TrainState
+
+__all__ = ["make_train_step", "TrainStep"]
+
+LossFn = Callable[[Any, Any, jax.Array], "tuple[jax.Array, dict]"]
+
+
+def _split_micro(x: jax.Array, num: int, mesh: Mesh, axis_name: str) -> jax.Array:
+    """(B, ...) -> (num, B // num, ...), micro-batch j = rows j, j + num, ... (strided)."""
+    b = x.shape[0]
+    x = x.reshape((b // num, num) + x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, axis_name)))
+
+
+class TrainStep:
+    """A compiled train step ``(state, batch) -> (state, metrics)``; see `make_train_step`."""
+
+    def __init__(self, loss_fn: LossFn, optimizer: optax.GradientTransformation, *, mesh: Mesh,
+                 ema_decay: float, ema_warmup: bool = True, grad_accum: int = 1,
+                 fsdp: bool = False, fsdp_min_size: int = 2**18,
+                 learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
+                 axis_name: str = shd.DATA_AXIS):
+        if not isinstance(grad_accum, (int, np.integer)) or grad_accum < 1:
+            raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
+        if not 0.0 <= ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay!r}")
+        if axis_name not in mesh.shape:
+            raise ValueError(f"axis_name {axis_name!r} is not a mesh axis; mesh axes: "
+                             f"{tuple(mesh.shape)}")
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.mesh = mesh
+        self.ema_decay = float(ema_decay)
+        self.ema_warmup = ema_warmup
+        self.grad_accum = int(grad_accum)
+        self.fsdp = fsdp
+        self.fsdp_min_size = fsdp_min_size
+        self.learning_rate_fn = learning_rate_fn
+        self.donate = donate
+        self.axis_name = axis_name
+        self._jitted = {}
+
+    # ------------------------------------------------------------------ shardings
+    def state_shardings(self, state: Any) -> Any:
+        """NamedShardings for a train state (arrays or ShapeDtypeStructs)."""
+        return shd.state_shardings(state, self.mesh, fsdp=self.fsdp,
+                                   fsdp_min_size=self.fsdp_min_size, axis_name=self.axis_name)
+
+    def place(self, state: TrainState) -> TrainState:
+        """A copy of ``state`` on the mesh with the step's layout.
+
+        Always copies, so donating the placed state never deletes the caller's arrays.
+        """
+        return jax.device_put(state, self.state_shardings(state), may_alias=False)
+
+    def abstract_state(self, state: Any) -> Any:
+        """ShapeDtypeStructs with this mesh's shardings: a restore target for checkpoints.
+
+        ``state`` may be concrete or the output of ``jax.eval_shape(init_fn)``.
+        """
+        abstract = jax.eval_shape(lambda s: s, state)
+        return shd.with_shardings(abstract, self.state_shardings(abstract))
+
+    def batch_shardings(self, batch: Any) -> Any:
+        return jax.tree.map(
+            lambda x: shd.batch_sharding(self.mesh, np.ndim(x), axis_name=self.axis_name), batch)
+
+    # ------------------------------------------------------------------ the step
+    def _grads(self, params, batch, key):
+        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+        num = self.grad_accum
+        if num == 1:
+            (loss, metrics), grads = grad_fn(params, batch, key)
+            return loss, metrics, grads
+        for x in jax.tree.leaves(batch):
+            if np.ndim(x) and x.shape[0] % num:
+                raise ValueError(f"batch size {x.shape[0]} must be divisible by "
+                                 f"grad_accum={num}")
+        micro = jax.tree.map(
+            lambda x: _split_micro(x, num, self.mesh, self.axis_name) if np.ndim(x) else
+            jnp.broadcast_to(x, (num,)), batch)
+
+        def body(acc, inputs):
+            j, mb = inputs
+            (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+            acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
+            return acc, (loss, metrics)
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        grads, (losses, metrics) = jax.lax.scan(body, zeros, (jnp.arange(num), micro))
+        grads = jax.tree.map(lambda g: g / num, grads)
+        return jnp.mean(losses), jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), grads
+
+    def _step(self, state: TrainState, batch: Any):
+        key = jax.random.fold_in(state.rng, state.step)
+        loss, metrics, grads = self._grads(state.params, batch, key)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        decay = ema_decay_at(state.step, self.ema_decay, self.ema_warmup)
+        ema = ema_update(state.ema_params, params, decay)
+
+        def keep_if_finite(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        skipped = state.skipped + jnp.where(finite, 0, 1).astype(state.skipped.dtype)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep_if_finite(params, state.params),
+            opt_state=keep_if_finite(opt_state, state.opt_state),
+            ema_params=keep_if_finite(ema, state.ema_params),
+            skipped=skipped,
+        )
+        out = {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+        out.update(loss=loss.astype(jnp.float32), grad_norm=grad_norm.astype(jnp.float32),
+                   finite=finite.astype(jnp.float32), skipped=skipped.astype(jnp.float32))
+        if self.learning_rate_fn is not None:
+            # The optimizer has applied (step - skipped) updates before this one.
+            out["learning_rate"] = jnp.asarray(
+                self.learning_rate_fn(state.step - state.skipped), jnp.float32)
+        return new_state, out
+
+    def jitted(self, state: Any, batch: Any):
+        """The `jax.jit`-wrapped step for this state/batch structure (built once)."""
+        cache_key = (jax.tree.structure(state), jax.tree.structure(batch),
+                     tuple(np.ndim(x) for x in jax.tree.leaves(batch)))
+        fn = self._jitted.get(cache_key)
+        if fn is None:
+            state_sh = self.state_shardings(jax.eval_shape(lambda s: s, state))
+            fn = jax.jit(self._step,
+                         in_shardings=(state_sh, self.batch_shardings(batch)),
+                         out_shardings=(state_sh, shd.replicated(self.mesh)),
+                         donate_argnums=(0,) if self.donate else ())
+            self._jitted[cache_key] = fn
+        return fn
+
+    def lower(self, state: Any, batch: Any):
+        """``jax.jit(...).lower`` for compile-time and memory analysis (benchmarks)."""
+        return self.jitted(state, batch).lower(state, batch)
+
+    def __call__(self, state: TrainState, batch: Any):
+        """One step. Host (numpy) batches are sharded with `shard_batch` first: pass this
+        process's examples only. With donation the input state's buffers are consumed."""
+        batch = shd.shard_batch(batch, self.mesh, axis_name=self.axis_name)
+        return self.jitted(state, batch)(state, batch)
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, mesh: Mesh,
+                    ema_decay: float = 0.9999, ema_warmup: bool = True, grad_accum: int = 1,
+                    fsdp: bool = False, fsdp_min_size: int = 2**18,
+                    learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
+                    axis_name: str = shd.DATA_AXIS) -> TrainStep:
+    """Build the train step (see the module docstring).
+
+    Args:
+      loss_fn: ``(params, batch, key) -> (loss, metrics)``, pure.
+      optimizer: an optax transformation over ``params`` (e.g. `make_optimizer`).
+      mesh: device mesh with a ``axis_name`` axis; the batch is split over it.
+      ema_decay: EMA decay; with ``ema_warmup`` the decay at step t is
+        ``min(ema_decay, (1 + t) / (10 + t))``.
+      grad_accum: number of micro-batches per step (the batch size must be divisible).
+      fsdp: shard state arrays of at least ``fsdp_min_size`` elements along the data axis
+        on their largest divisible dimension (parameters are gathered inside the step).
+      learning_rate_fn: the optimizer's schedule, only for the ``learning_rate`` metric.
+      donate: donate the input state's buffers (do not reuse a state after passing it in).
+    """
+    return TrainStep(loss_fn, optimizer, mesh=mesh, ema_decay=ema_decay, ema_warmup=ema_warmup,
+                     grad_accum=grad_accum, fsdp=fsdp, fsdp_min_size=fsdp_min_size,
+                     learning_rate_fn=learning_rate_fn, donate=donate, axis_name=axis_name)
