@@ -1,4 +1,12 @@
 """diffjax: diffusion models in JAX.
 
-Time runs from t=0 (data) to t=1 (noise); x_t = alpha(t) x0 + sigma(t) eps.
+Time runs from t = 0 (data) to t = 1 (noise); x_t = alpha(t) x0 + sigma(t) eps.
+See ``README.md`` for the conventions and ``shared/API.md`` for the public contract.
 """
+from diffjax import grids, likelihood, schedules, solvers
+from diffjax.parameterization import KINDS, add_noise, convert
+from diffjax.solvers import encode, sample
+
+__version__ = "0.1.0"
+
+__all__ = ["schedules", "grids", "solvers", "likelihood", "add_noise", "convert", "KINDS", "sample", "encode"]

@@ -1,0 +1,37 @@
+"""DDIM (Song, Meng & Ermon 2021) for any Gaussian schedule, with stochasticity eta in [0, 1].
+
+    x_next = a_next x0 + sqrt(s_next^2 - c^2) eps + c z,   c = eta s_next sqrt(1 - exp(-2 h)),
+
+h = lam_next - lam (half log-SNR). eta = 0 is the deterministic first-order exponential
+integrator of the probability-flow ODE; eta = 1 samples the exact Gaussian posterior
+q(x_next | x_t, x0 = x0_hat), i.e. ancestral DDPM sampling. eta is a traced value.
+"""
+import jax
+import jax.numpy as jnp
+
+from diffjax.solvers._base import Solver, nfe, register
+
+
+def ddim_update(den, x, x0, eps, t, t_next, key, eta):
+    _, _, lam = den.coeffs(t, x)
+    a_n, s_n, lam_n = den.coeffs(t_next, x)
+    h = lam_n - lam
+    frac = -jnp.expm1(-2.0 * h)  # 1 - exp(-2h), = 1 where h = inf
+    eta = jnp.asarray(eta, s_n.dtype)
+    c = eta * s_n * jnp.sqrt(jnp.clip(frac, 0.0, 1.0))
+    keep = jnp.sqrt(jnp.clip(s_n**2 - c**2, 0.0))
+    z = jax.random.normal(key, x.shape, x.dtype)
+    return (a_n * x0 + keep * eps + c * z).astype(x.dtype)
+
+
+@register
+class DDIM(Solver):
+    name = "ddim"
+    default_grid = "uniform_logsnr"
+    default_steps = 100
+    options = {"eta": 0.0}
+    stochastic = True  # when eta > 0
+
+    def step(self, den, x, t, t_next, key, is_last, opts):
+        x0, eps = den(x, t)
+        return ddim_update(den, x, x0, eps, t, t_next, key, opts["eta"]), nfe(1)
