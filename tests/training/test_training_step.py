@@ -1,0 +1,131 @@
+"""The jit train step: device-count invariance, FSDP, accumulation, non-finite skipping."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from diffjax import training
+from training_helpers import OPT_CONFIG, ToyData, flat, setup
+
+
+def run(num_devices, steps=5, batch_size=16, **kwargs):
+    mesh = training.make_mesh(num_devices)
+    train_step, state = setup(mesh, **kwargs)
+    data = ToyData(batch_size)
+    losses = []
+    for _ in range(steps):
+        state, metrics = train_step(state, next(data))
+        losses.append(float(metrics["loss"]))
+    return np.array(losses), state, metrics
+
+
+def assert_trees_close(a, b, tol):
+    fa, fb = flat(a), flat(b)
+    assert sorted(fa) == sorted(fb)
+    for k in fa:
+        np.testing.assert_allclose(fa[k], fb[k], rtol=0, atol=tol, err_msg=k)
+
+
+def test_eight_devices_match_one_device():
+    assert jax.device_count() == 8
+    losses1, state1, _ = run(1)
+    losses8, state8, _ = run(8)
+    assert state8.params["l1"]["kernel"].get_value().sharding.mesh.devices.size == 8
+    np.testing.assert_allclose(losses8, losses1, rtol=0, atol=1e-5)
+    assert_trees_close(state8.params, state1.params, 1e-5)
+    assert_trees_close(state8.ema_params, state1.ema_params, 1e-5)
+    assert int(state8.step) == int(state1.step) == 5
+
+
+def test_fsdp_matches_replicated():
+    losses_r, state_r, _ = run(8)
+    losses_f, state_f, _ = run(8, fsdp=True)
+    # Large arrays (>= 64 elements) are split on their largest divisible dimension,
+    # together with their Adam moments and EMA; small ones stay replicated.
+    assert state_f.params["l1"]["kernel"].get_value().sharding.spec == P(None, "data")  # (4, 32)
+    assert state_f.params["l2"]["kernel"].get_value().sharding.spec == P("data")  # (32, 4)
+    assert state_f.ema_params["l1"]["kernel"].get_value().sharding.spec == P(None, "data")
+    assert state_f.params["l1"]["bias"].get_value().sharding.spec == P()
+    np.testing.assert_allclose(losses_f, losses_r, rtol=0, atol=1e-6)
+    assert_trees_close(state_f, state_r, 1e-6)
+
+
+def test_grad_accumulation_matches_full_batch():
+    # A key-free loss: the two half-batch gradients average to the full-batch gradient.
+    losses_full, state_full, _ = run(8, steps=3, batch_size=32, noisy=False)
+    losses_acc, state_acc, _ = run(8, steps=3, batch_size=32, noisy=False, grad_accum=2)
+    np.testing.assert_allclose(losses_acc, losses_full, rtol=0, atol=1e-6)
+    assert_trees_close(state_acc.params, state_full.params, 1e-6)
+    assert_trees_close(state_acc.opt_state, state_full.opt_state, 1e-6)
+
+
+def test_grad_accumulation_rejects_indivisible_batch():
+    with pytest.raises(ValueError, match="grad_accum"):
+        training.make_train_step(lambda p, b, k: (0.0, {}), None, mesh=training.make_mesh(1),
+                                 grad_accum=0)
+    mesh = training.make_mesh(1)
+    train_step, state = setup(mesh, grad_accum=3)
+    with pytest.raises(ValueError, match="divisible by grad_accum=3"):
+        train_step(state, next(ToyData(16)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_batch_is_skipped_and_counted(bad):
+    mesh = training.make_mesh(8)
+    train_step, state = setup(mesh)
+    data = ToyData(16)
+    for _ in range(2):
+        state, _ = train_step(state, next(data))
+    before = flat(state)
+    poisoned = next(data)
+    poisoned["x"][3, 1] = bad
+    state, metrics = train_step(state, poisoned)
+    after = flat(state)
+    assert float(metrics["finite"]) == 0.0
+    assert float(metrics["skipped"]) == 1.0
+    assert int(state.skipped) == 1 and int(state.step) == 3
+    for k in before:
+        if k not in ("step", "skipped"):
+            np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    # Training continues; the optimizer's own count lags the step by the skipped update.
+    state, metrics = train_step(state, next(data))
+    assert float(metrics["finite"]) == 1.0 and int(state.skipped) == 1
+    assert np.all(np.isfinite(flat(state.params)["l1.kernel.value"]))
+    assert int(flat(state.opt_state)["1.0.count"]) == 3
+
+
+def test_metrics_report_learning_rate_and_grad_norm():
+    mesh = training.make_mesh(2)
+    train_step, state = setup(mesh)
+    schedule = training.make_schedule(OPT_CONFIG)
+    data = ToyData(16)
+    for i in range(4):
+        params, key = jax.device_get((state.params, state.rng))
+        batch = next(data)
+        key = jax.random.fold_in(key, i)
+        grads = jax.grad(lambda p: train_step.loss_fn(p, batch, key)[0])(params)
+        expected_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
+        state, metrics = train_step(state, batch)
+        np.testing.assert_allclose(float(metrics["learning_rate"]), float(schedule(i)), rtol=1e-6)
+        np.testing.assert_allclose(float(metrics["grad_norm"]), expected_norm, rtol=1e-5)
+    # Warmup over 3 steps from 0 to the peak: 0, 1/3, 2/3 of 3e-2, then the cosine phase.
+    np.testing.assert_allclose([float(schedule(i)) for i in range(3)], [0.0, 1e-2, 2e-2],
+                               rtol=1e-6)
+
+
+def test_shard_batch_rejects_indivisible_batch():
+    mesh = training.make_mesh(8)
+    with pytest.raises(ValueError, match="divisible"):
+        training.shard_batch({"x": np.zeros((12, 4), np.float32)}, mesh)
+    x = training.shard_batch({"x": np.arange(32.0).reshape(16, 2)}, mesh)["x"]
+    assert x.sharding.spec == P("data") and len(x.addressable_shards) == 8
+    np.testing.assert_array_equal(np.asarray(x), np.arange(32.0).reshape(16, 2))
+
+
+def test_make_mesh_validates_and_uses_auto_axes():
+    mesh = training.make_mesh(2)
+    assert mesh.shape == {"data": 2}
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+    with pytest.raises(ValueError, match="num_devices"):
+        training.make_mesh(9)
