@@ -21,7 +21,7 @@ from diffjax.data.pipeline import Batch
 
 def to_symmetric(x: np.ndarray, max_value: int) -> np.ndarray:
     """Levels ``0..max_value`` -> float32 in ``[-1, 1]`` (plain scaling)."""
-    return (np.asarray(x, np.float32) * np.float32(2.0 / max_value) - 1.0).astype(np.float32)
+    return (np.asarray(x, np.float64) * (2.0 / max_value) - 1.0).astype(np.float32)
 
 
 def dequantize(x: np.ndarray, noise: np.ndarray, max_value: int) -> np.ndarray:
