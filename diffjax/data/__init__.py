@@ -1,0 +1,240 @@
+"""Offline datasets with deterministic, checkpointable, per-host sharded iteration.
+
+One entry point for every dataset::
+
+    ds = diffjax.data.get_dataset("digits", "train")
+    it = ds.iterator(batch_size=128, seed=0)        # global batch size; this host's rows
+    batch = next(it)                                 # {"x": float32 (128, 8, 8, 1), "label": int32}
+    state = it.get_state()                           # {"seed", "epoch", "position"} -> checkpoint
+    it = ds.iterator(batch_size=128, state=state)    # continues with exactly the same batches
+    ds.info.shape, ds.info.num_classes, ds.info.postprocess(samples)  # metadata, inverse map
+
+Names (``NAMES``):
+
+* toy ``gaussian_ring``, ``two_moons``, ``swiss_roll``, ``checkerboard``: endless fresh exact
+  draws (:mod:`diffjax.data.toy`); ``"x"`` float32 ``(B, 2)`` raw coordinates. Splits
+  ``train``/``test`` are independent random streams.
+* ``digits``: scikit-learn's 8x8 digits (:mod:`diffjax.data.digits`); ``"x"`` in ``[-1, 1]``,
+  ``"label"``; splits ``train``/``test``/``all``.
+* ``mnist``, ``fashion_mnist``, ``cifar10``: TFDS array_record datasets prepared in
+  ``data_dir`` (:mod:`diffjax.data.tfds`); ``"x"`` in ``[-1, 1]``, ``"label"``; TFDS split
+  names (``train``, ``test``, slices such as ``train[:90%]``).
+* ``text8`` (file in ``data_dir``) and ``stdlib_text`` (offline corpus) -- see
+  :mod:`diffjax.data.text`; ``"x"`` int32 token ids ``(B, seq_len)``. Splits: text8
+  ``train``/``validation``/``test``; stdlib_text ``train``/``test``.
+
+Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueError):
+
+* images (digits and TFDS): ``dequantize=False`` (uniform dequantisation
+  ``2 (x + u) / L - 1``), ``random_flip=False`` (left-right, p = 1/2); digits also
+  ``holdout_fraction=0.2``, ``split_seed=0``.
+* text: ``seq_len=256``, ``vocab="char"`` (27 symbols) or ``"byte"`` (256), ``cache_dir``.
+
+Iteration semantics (shuffling per epoch, drop_remainder / padding with ``"mask"``, host
+shards, resumable state) are described in :mod:`diffjax.data.pipeline`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from diffjax.data import digits, pipeline, preprocessing, text, tfds, toy
+from diffjax.data.pipeline import Batch, DataIterator, DatasetInfo
+
+NAMES = toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES
+_IMAGE_OPTIONS = {"dequantize": False, "random_flip": False}
+_OPTIONS: dict[str, dict[str, Any]] = {
+    **{name: {} for name in toy.NAMES},
+    "digits": {**_IMAGE_OPTIONS, "holdout_fraction": 0.2, "split_seed": 0},
+    **{name: dict(_IMAGE_OPTIONS) for name in tfds.DATASETS},
+    **{name: {"seq_len": 256, "vocab": "char", "cache_dir": None} for name in text.NAMES},
+}
+_TOY_SPLITS = ("train", "test")
+
+
+def _default_processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # pylint: disable=import-outside-toplevel
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    return process_index, process_count
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset split: metadata plus iterator factory.
+
+    Attributes:
+      info: :class:`DatasetInfo` (shape, ranges, classes, vocabulary, inverse transform).
+      source: random-access source yielding model-space batches (``None`` for toy streams).
+    """
+
+    info: DatasetInfo
+    source: pipeline.RandomAccessSource | None
+    _augment: Callable[[Batch, Any], Batch] | None = None  # random, per example (iterator)
+    _evaluate: Callable[[Batch, int], Batch] | None = None  # (batch, seed) for as_arrays
+    _stream: Callable[[int, int, int], Batch] | None = None  # (seed, step, n) toy draws
+
+    @property
+    def num_examples(self) -> int | None:
+        return self.info.num_examples
+
+    def postprocess(self, x: np.ndarray) -> Any:
+        """Model-space values back to the original range (see ``DatasetInfo.postprocess``)."""
+        return self.info.postprocess(x)
+
+    def iterator(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 drop_remainder: bool = True, num_epochs: int | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 prefetch: int = 0, state: Mapping[str, int] | None = None) -> DataIterator:
+        """This host's iterator over global batches of ``batch_size`` examples.
+
+        ``process_index``/``process_count`` default to ``jax.process_index()`` /
+        ``jax.process_count()``; each host receives ``batch_size // process_count`` rows.
+        ``state`` (from ``get_state()``) resumes a previous iteration exactly. Toy streams
+        ignore ``shuffle``/``drop_remainder``/``num_epochs`` (every batch is a fresh draw).
+        """
+        process_index, process_count = _default_processes(process_index, process_count)
+        if self._stream is not None:
+            stream = self._stream
+            return pipeline.stream_iterator(
+                lambda s, step: stream(s, step, batch_size), global_batch_size=batch_size,
+                seed=seed, process_index=process_index, process_count=process_count,
+                prefetch=prefetch, state=state)
+        return pipeline.source_iterator(
+            self.source, global_batch_size=batch_size, seed=seed, shuffle=shuffle,
+            drop_remainder=drop_remainder, num_epochs=num_epochs, process_index=process_index,
+            process_count=process_count, augment=self._augment, prefetch=prefetch, state=state)
+
+    def __iter__(self):
+        raise TypeError("call dataset.iterator(batch_size, ...) to iterate.")
+
+    def as_arrays(self, num_examples: int | None = None, *, seed: int = 0) -> Batch:
+        """The split in index order as model-space arrays (for evaluation).
+
+        No shuffling and no flips; with ``dequantize=True`` the noise of example ``i`` comes
+        from ``pipeline.example_rng(seed, 0, i)``. Toy datasets return ``num_examples`` exact
+        draws (required) from the split's stream.
+        """
+        if self._stream is not None:
+            if num_examples is None:
+                raise ValueError("num_examples is required for toy (endless) datasets.")
+            return self._stream(seed, 0, num_examples)
+        n = len(self.source) if num_examples is None else min(num_examples, len(self.source))
+        batch = dict(self.source.read(np.arange(n)))
+        return self._evaluate(batch, seed) if self._evaluate is not None else batch
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = _OPTIONS[name]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: "
+                         f"{sorted(allowed)}.")
+    return {**allowed, **options}
+
+
+def _image_dataset(name: str, split: str, source: pipeline.RandomAccessSource, max_value: int,
+                   shape: tuple[int, ...], num_classes: int, dequantize: bool,
+                   random_flip: bool) -> Dataset:
+    augment = preprocessing.ImageAugment(max_value, random_flip=random_flip,
+                                         dequantize=dequantize)
+    info = DatasetInfo(
+        name=name, split=split, shape=tuple(shape), dtype="float32", value_range=(-1.0, 1.0),
+        original_range=(0, max_value), num_classes=num_classes, vocab_size=None,
+        num_examples=len(source), postprocess=augment.postprocess,
+        extra={"dequantize": dequantize, "random_flip": random_flip})
+    if not augment.is_random:  # plain scaling inside the source: no per-example generators
+        return Dataset(info=info, source=pipeline.MappedSource(source, augment.deterministic))
+    no_flip = preprocessing.ImageAugment(max_value, dequantize=dequantize)
+
+    def evaluate(batch: Batch, seed: int) -> Batch:
+        if not no_flip.is_random:
+            return no_flip.deterministic(batch)
+        return no_flip(batch, [pipeline.example_rng(seed, 0, i) for i in range(len(batch["x"]))])
+
+    return Dataset(info=info, source=source, _augment=augment, _evaluate=evaluate)
+
+
+def _toy_dataset(name: str, split: str) -> Dataset:
+    if split not in _TOY_SPLITS:
+        raise ValueError(f"split must be one of {list(_TOY_SPLITS)} for {name}, got {split!r}.")
+    tag = _TOY_SPLITS.index(split)
+
+    def stream(seed: int, step: int, n: int) -> Batch:
+        return {"x": toy.sample(name, n, seed=[tag, seed, step])}
+
+    info = DatasetInfo(
+        name=name, split=split, shape=(2,), dtype="float32", value_range=None,
+        original_range=None, num_classes=None, vocab_size=None, num_examples=None,
+        postprocess=np.asarray, extra={"exact_sampler": f"diffjax.data.toy.sample({name!r}, ...)"})
+    return Dataset(info=info, source=None, _stream=stream)
+
+
+def _text_dataset(name: str, split: str, data_dir, seq_len: int, vocab: str,
+                  cache_dir) -> Dataset:
+    size = text.vocab_size(vocab)
+    raw = text.split_text(name, split, data_dir=data_dir, cache_dir=cache_dir)
+    source = text.TextChunks(text.encode(raw, vocab), seq_len)
+
+    def postprocess(ids: np.ndarray) -> list[str]:
+        ids = np.asarray(ids)
+        return [text.decode(row, vocab) for row in ids.reshape(-1, ids.shape[-1])]
+
+    info = DatasetInfo(
+        name=name, split=split, shape=(source.seq_len,), dtype="int32",
+        value_range=(0, size - 1), original_range=None, num_classes=None, vocab_size=size,
+        num_examples=len(source), postprocess=postprocess,
+        extra={"num_chars": len(raw), "vocab": vocab,
+               "unigram_entropy_bits": text.unigram_entropy_bits(raw)})
+    return Dataset(info=info, source=source)
+
+
+def get_dataset(name: str, split: str = "train", *,
+                data_dir: str | os.PathLike | None = None, **options: Any) -> Dataset:
+    """The :class:`Dataset` ``name``/``split`` (see the module docstring for names/options).
+
+    ``data_dir``: where TFDS datasets are prepared (default ``$TFDS_DATA_DIR`` or
+    ``~/tensorflow_datasets``) or where the text8 file lies (default ``$DIFFJAX_DATA_DIR``
+    or ``~/.cache/diffjax``). Nothing is ever downloaded: missing data raises an error that
+    says how to provide it.
+    """
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}.")
+    opts = _check_options(name, options)
+    if name in toy.NAMES:
+        return _toy_dataset(name, split)
+    if name == "digits":
+        source = digits.DigitsSource(split, holdout_fraction=opts["holdout_fraction"],
+                                     split_seed=opts["split_seed"])
+        return _image_dataset(name, split, source, digits.MAX_VALUE, digits.SHAPE,
+                              digits.NUM_CLASSES, opts["dequantize"], opts["random_flip"])
+    if name in tfds.DATASETS:
+        spec = tfds.DATASETS[name]
+        source = tfds.TfdsImageSource(name, split, data_dir)
+        return _image_dataset(name, split, source, tfds.MAX_VALUE, spec.shape,
+                              spec.num_classes, opts["dequantize"], opts["random_flip"])
+    return _text_dataset(name, split, data_dir, opts["seq_len"], opts["vocab"],
+                         opts["cache_dir"])
+
+
+def get_iterator(name: str, split: str = "train", *, batch_size: int,
+                 data_dir: str | os.PathLike | None = None, seed: int = 0,
+                 shuffle: bool = True, drop_remainder: bool = True,
+                 num_epochs: int | None = None, process_index: int | None = None,
+                 process_count: int | None = None, prefetch: int = 0,
+                 state: Mapping[str, int] | None = None, **options: Any) -> DataIterator:
+    """Shortcut: ``get_dataset(name, split, data_dir=..., **options).iterator(...)``."""
+    return get_dataset(name, split, data_dir=data_dir, **options).iterator(
+        batch_size, seed=seed, shuffle=shuffle, drop_remainder=drop_remainder,
+        num_epochs=num_epochs, process_index=process_index, process_count=process_count,
+        prefetch=prefetch, state=state)
+
+
+__all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo", "digits",
+           "get_dataset", "get_iterator", "pipeline", "preprocessing", "text", "tfds", "toy"]
