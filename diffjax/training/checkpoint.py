@@ -143,6 +143,7 @@ class Checkpointer:
                            "meta": ocp.JsonCheckpointHandler()})
         self._preempt = threading.Event()
         self._previous_handler = None
+        self._last_saved = None
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int, state: Any, data_state: Optional[dict] = None, *,
@@ -155,6 +156,8 @@ class Checkpointer:
         """
         step = int(step)
         if not force and step % self.save_interval_steps:
+            return False
+        if step == self._last_saved:
             return False
         latest = self.manager.latest_step()
         if latest is not None and step <= latest:
@@ -171,6 +174,7 @@ class Checkpointer:
         )
         saved = self.manager.save(step, args=args, force=True)
         if saved:
+            self._last_saved = step
             logging.info("Saving checkpoint step %d to %s", step, self.directory)
         return saved
 

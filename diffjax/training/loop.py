@@ -95,6 +95,7 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
     iterator = iter(batches)
     metrics, host_metrics = {}, {}
     preempted = False
+    start, skipped_last = step, float(state.skipped)
     t_last, step_last, examples = time.perf_counter(), step, 0
     try:
         while step < num_steps:
@@ -102,6 +103,11 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
             examples += _examples_in(batch)
             state, metrics = train_step(state, batch)
             step += 1
+            if step == start + 1:  # keep compilation out of the throughput figures
+                jax.block_until_ready(metrics["loss"])
+                now = time.perf_counter()
+                logging.info("first step (includes compilation) took %.2f s", now - t_last)
+                t_last, step_last, examples = now, step, 0
             if bar is not None:
                 bar.update(1)
             if step % log_every == 0 or step == num_steps:
@@ -111,6 +117,11 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
                 host_metrics.update(steps_per_sec=rate,
                                     examples_per_sec=examples / max(now - t_last, 1e-9))
                 t_last, step_last, examples = now, step, 0
+                if host_metrics["skipped"] > skipped_last:
+                    logging.warning("%d non-finite update(s) skipped (total %d)",
+                                    host_metrics["skipped"] - skipped_last,
+                                    host_metrics["skipped"])
+                skipped_last = host_metrics["skipped"]
                 logging.info("step %d: %s", step, ", ".join(
                     f"{k}={v:.6g}" for k, v in sorted(host_metrics.items())))
                 if bar is not None:

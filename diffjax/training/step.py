@@ -128,7 +128,7 @@ class TrainStep:
     def _step(self, state: TrainState, batch: Any):
         key = jax.random.fold_in(state.rng, state.step)
         loss, metrics, grads = self._grads(state.params, batch, key)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
