@@ -3,7 +3,9 @@
 ``loss_fn(params, batch, key) -> (loss, metrics)`` is a pure function of the trainable
 parameters, a batch (any pytree of arrays with a leading batch dimension) and a PRNG key;
 it merges the model inside (``nnx.merge(graphdef, params, rest)``). ``loss`` is a float
-scalar, ``metrics`` a dict of float scalars (averaged over micro-batches).
+scalar, ``metrics`` a dict of float scalars (averaged over micro-batches). ``key`` is raw
+uint32 key data (usable with every ``jax.random`` function; ``jax.random.wrap_key_data``
+turns it into a typed key).
 
 One step:
 
