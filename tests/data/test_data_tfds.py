@@ -101,3 +101,13 @@ def test_tfrecord_copy_and_missing_split(tmp_path, data_dir, monkeypatch):
         get_dataset("mnist", "validation", data_dir=data_dir)
     with pytest.raises(ValueError, match="name must be one of"):
         get_dataset("imagenet", "train", data_dir=data_dir)
+
+
+def test_threaded_read_preserves_order(data_dir):
+    idx = np.array([11, 0, 5, 3, 3, 9, 1, 7, 2, 10])
+    one = dtfds.TfdsImageSource("cifar10", "train", data_dir, num_threads=1).read(idx)
+    four = dtfds.TfdsImageSource("cifar10", "train", data_dir, num_threads=4).read(idx)
+    images, labels = _raw("cifar10", "train", data_dir)
+    for got in (one, four):
+        np.testing.assert_array_equal(got["x"], images[idx])
+        np.testing.assert_array_equal(got["label"], labels[idx])
