@@ -116,6 +116,27 @@ class Schedule(eqx.Module):
 # --------------------------------------------------------------------------------------
 # Published schedules
 # --------------------------------------------------------------------------------------
+def _vp_log_alpha(t, b0, b1):
+    return -0.25 * t**2 * (b1 - b0) - 0.5 * t * b0
+
+
+@jax.custom_jvp
+def _vp_sigma(t, b0, b1):
+    return jnp.sqrt(-jnp.expm1(2.0 * _vp_log_alpha(t, b0, b1)))
+
+
+@_vp_sigma.defjvp
+def _vp_sigma_jvp(primals, tangents):
+    # d sigma = -alpha^2 d(log alpha) / sigma, with d(log alpha) written out so that at t = 0 the
+    # derivative is +inf (sigma ~ sqrt(beta_min t)) instead of the 0 * inf = NaN of the chain rule.
+    t, b0, b1 = primals
+    dt, db0, db1 = tangents
+    log_a = _vp_log_alpha(t, b0, b1)
+    s = jnp.sqrt(-jnp.expm1(2.0 * log_a))
+    dlog_a = (-0.5 * t * (b1 - b0) - 0.5 * b0) * dt + (0.25 * t**2 - 0.5 * t) * db0 - 0.25 * t**2 * db1
+    return s, -jnp.exp(2.0 * log_a) * dlog_a / s
+
+
 class LinearVP(Schedule):
     """VP SDE of Song et al. (2021): beta(t) = beta_min + t (beta_max - beta_min),
     log alpha = -t^2 (beta_max - beta_min)/4 - t beta_min/2, sigma = sqrt(1 - alpha^2)."""
@@ -124,11 +145,14 @@ class LinearVP(Schedule):
     beta_max: float = 20.0
 
     def log_alpha(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+        return _vp_log_alpha(t, self.beta_min, self.beta_max)
 
     def log_sigma(self, t):
         # sigma^2 = 1 - alpha^2 = -expm1(2 log alpha)
         return 0.5 * jnp.log(-jnp.expm1(2.0 * self.log_alpha(t)))
+
+    def sigma(self, t):
+        return _vp_sigma(_as_float(t), self.beta_min, self.beta_max)
 
     def logsnr(self, t):
         t = _as_float(t)
