@@ -109,7 +109,8 @@ def check_sharding(global_batch_size: int, process_index: int, process_count: in
     process_index = _check_int("process_index", process_index, 0)
     if process_index >= process_count:
         raise ValueError(
-                f"process_index must be in [0, process_count={process_count}), got {process_index}.")
+                f"process_index must be in [0, process_count={process_count}), "
+                f"got {process_index}.")
     if global_batch_size % process_count:
         raise ValueError(
                 f"global_batch_size={global_batch_size} must be divisible by "
@@ -190,11 +191,11 @@ class DataIterator:
     """
 
     def __init__(self, batch_fn: Callable[[int, int, int], Batch], *, seed: int,
-                              steps_per_epoch: int | None = None, num_epochs: int | None = None,
-                              prefetch: int = 0, state: Mapping[str, int] | None = None):
+                 steps_per_epoch: int | None = None, num_epochs: int | None = None,
+                 prefetch: int = 0, state: Mapping[str, int] | None = None):
         if steps_per_epoch is not None and _check_int("steps_per_epoch", steps_per_epoch, 0) == 0:
-            raise ValueError("steps_per_epoch is 0: the dataset has fewer examples than one global "
-                                              "batch; lower the batch size or use drop_remainder=False.")
+            raise ValueError("steps_per_epoch is 0: the dataset has fewer examples than one "
+                             "global batch; lower the batch size or use drop_remainder=False.")
         if num_epochs is not None:
             _check_int("num_epochs", num_epochs, 1)
         self._batch_fn = batch_fn
@@ -220,7 +221,7 @@ class DataIterator:
         seed, epoch, position = (_check_int(k, np.asarray(state[k]).item(), 0) for k in STATE_KEYS)
         if self._steps_per_epoch is not None and position > self._steps_per_epoch:
             raise ValueError(f"state position={position} exceeds steps_per_epoch="
-                                              f"{self._steps_per_epoch}; was it saved with another batch size?")
+                             f"{self._steps_per_epoch}; was it saved with another batch size?")
         self._pending.clear()
         self._seed, self._epoch, self._position = seed, epoch, position
 
@@ -323,7 +324,7 @@ def source_iterator(
         return batch
 
     return DataIterator(batch_fn, seed=seed, steps_per_epoch=n_steps, num_epochs=num_epochs,
-                                            prefetch=prefetch, state=state)
+                        prefetch=prefetch, state=state)
 
 
 def stream_iterator(
@@ -349,7 +350,7 @@ def stream_iterator(
         return {k: v[rows] for k, v in global_batch_fn(seed, position).items()}
 
     return DataIterator(batch_fn, seed=seed, steps_per_epoch=None, prefetch=prefetch,
-                                            state=state)
+                        state=state)
 
 
 class MappedSource:

@@ -117,7 +117,8 @@ def test_padding_mask_on_last_batch():
 
 
 def test_num_epochs_stops_and_validation_errors():
-    assert len(list(pipeline.source_iterator(ArraySource(10), global_batch_size=3, num_epochs=2))) == 6
+    two_epochs = pipeline.source_iterator(ArraySource(10), global_batch_size=3, num_epochs=2)
+    assert len(list(two_epochs)) == 6
     with pytest.raises(ValueError, match="divisible by process_count"):
         pipeline.source_iterator(ArraySource(10), global_batch_size=3, process_count=2)
     with pytest.raises(ValueError, match="process_index"):

@@ -18,7 +18,8 @@ def test_deterministic_per_seed_and_fresh_across_seeds(name):
     assert a.shape == (1000, 2) and a.dtype == np.float32
     np.testing.assert_array_equal(a, toy.sample(name, 1000, seed=3))
     assert not np.array_equal(a, toy.sample(name, 1000, seed=4))
-    np.testing.assert_array_equal(toy.sample(name, 5, seed=[1, 2]), toy.sample(name, 5, seed=[1, 2]))
+    np.testing.assert_array_equal(toy.sample(name, 5, seed=[1, 2]),
+                                  toy.sample(name, 5, seed=[1, 2]))
     assert toy.sample(name, 0).shape == (0, 2)
 
 
