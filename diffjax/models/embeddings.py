@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diffjax.models.layers import concrete_range
+
 __all__ = [
     "sinusoidal_embedding",
     "fourier_features",
@@ -180,8 +182,9 @@ class ClassEmbedding(nnx.Module):
             raise ValueError(f"cond must be integer class labels; got dtype {labels.dtype}.")
         if labels.shape != (batch,):
             raise ValueError(f"cond must have shape ({batch},); got {labels.shape}.")
-        if not isinstance(labels, jax.core.Tracer):
-            lo, hi = int(labels.min()), int(labels.max())
+        rng = concrete_range(labels)
+        if rng is not None:
+            lo, hi = rng
             if lo < 0 or hi > self.null_class:
                 raise ValueError(
                     f"cond labels must lie in [0, {self.num_classes}] ({self.null_class} = null "
@@ -224,15 +227,13 @@ class Conditioning(nnx.Module):
         return None if self.classes is None else self.classes.null_class
 
     def __call__(self, t, cond, batch: int) -> jax.Array:
+        if self.classes is None and cond is not None:
+            raise ValueError(
+                "cond was given but the model was built with num_classes=None; "
+                "build it with num_classes=K for class conditioning."
+            )
         c = self.time(as_time(t, batch))
-        if self.classes is None:
-            if cond is not None:
-                raise ValueError(
-                    "cond was given but the model was built with num_classes=None; "
-                    "build it with num_classes=K for class conditioning."
-                )
-            return c
-        return c + self.classes(cond, batch)
+        return c if self.classes is None else c + self.classes(cond, batch)
 
 
 class AdaLNModulation(nnx.Module):

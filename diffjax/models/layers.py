@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-__all__ = ["Attention", "apply_rope", "dropout_rngs", "num_groups"]
+__all__ = ["Attention", "apply_rope", "dropout_rngs", "num_groups", "concrete_range"]
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -95,3 +96,15 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
     while channels % g:
         g -= 1
     return g
+
+
+def concrete_range(a) -> tuple[int, int] | None:
+    """``(min, max)`` of an integer array whose values are known now, else None (traced).
+
+    Used to validate labels and token ids eagerly; under ``jit`` the values are unknown
+    and the check is skipped (out-of-range ids then give NaN embeddings, never silence).
+    """
+    if isinstance(a, jax.core.Tracer) or a.size == 0:
+        return None
+    a = np.asarray(a)
+    return int(a.min()), int(a.max())

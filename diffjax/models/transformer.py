@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from diffjax.models.embeddings import AdaLNModulation, Conditioning, modulate
-from diffjax.models.layers import Attention, dropout_rngs
+from diffjax.models.layers import Attention, concrete_range, dropout_rngs
 
 __all__ = [
     "DiTBlock", "FinalLayer", "DiTBackbone", "TokenTransformer", "PatchTransformer",
@@ -215,9 +215,10 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
                 f"tokens must have shape (B, L) with 1 <= L <= seq_len={self.seq_len}; "
                 f"got {tokens.shape}."
             )
-        if not isinstance(tokens, jax.core.Tracer):
-            n_ids = self.vocab_size + self.num_extra_tokens
-            lo, hi = int(tokens.min()), int(tokens.max())
+        rng = concrete_range(tokens)
+        n_ids = self.vocab_size + self.num_extra_tokens
+        if rng is not None:
+            lo, hi = rng
             if lo < 0 or hi >= n_ids:
                 raise ValueError(
                     f"tokens must lie in [0, {n_ids - 1}] (vocab_size={self.vocab_size} plus "
