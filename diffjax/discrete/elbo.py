@@ -1,7 +1,8 @@
 r"""Negative ELBOs of discrete diffusion, in nats per sequence.
 
 Two separate estimators, each unbiased for its bound, with one time sample per sequence
-(stratified across the batch when ``antithetic=True``: ``u_i = (u + i / B) mod 1``):
+(stratified across the batch when ``antithetic=True``: ``u_i = (u + pi(i) / B) mod 1`` with
+a random permutation ``pi``, so each sequence's estimate is unbiased on its own):
 
 ``continuous_nelbo`` - the continuous-time bound (T -> infinity).
 
@@ -50,13 +51,16 @@ __all__ = ["continuous_nelbo", "discrete_nelbo", "hybrid_loss", "stratified_unif
 
 
 def stratified_uniform(key, n, dtype=None, antithetic=True):
-    """n uniforms in [0, 1): ``(u + i/n) mod 1`` for one shared ``u`` (antithetic / stratified,
-    every n-th quantile hit once) or i.i.d. when ``antithetic=False``."""
+    """n uniforms in [0, 1): ``(u + pi(i)/n) mod 1`` for one shared ``u`` and a random permutation
+    ``pi`` (antithetic / stratified: every 1/n-quantile is hit once, and each entry is marginally
+    uniform, so per-sequence estimates stay unbiased), or i.i.d. when ``antithetic=False``."""
     dtype = dtype or default_float()
+    k_u, k_perm = jax.random.split(key)
     if not antithetic:
-        return jax.random.uniform(key, (n,), dtype)
-    u = jax.random.uniform(key, (), dtype)
-    return jnp.mod(u + jnp.arange(n, dtype=dtype) / n, 1.0)
+        return jax.random.uniform(k_u, (n,), dtype)
+    u = jax.random.uniform(k_u, (), dtype)
+    strata = jax.random.permutation(k_perm, n)  # so that every sequence's t is marginally U[0, 1)
+    return jnp.mod(u + strata.astype(dtype) / n, 1.0)
 
 
 def _check(x0, model_fn):
