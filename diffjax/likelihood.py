@@ -116,7 +116,7 @@ def ode_nll(model_fn, x, key, *, schedule, prediction, divergence="hutchinson", 
     zf = _flat(z).astype(tdtype)
     prior = 0.5 * jnp.sum(zf**2, axis=-1) / s**2 + 0.5 * d * jnp.log(2 * jnp.pi * s**2)
     stats = sol.stats
-    nfe = 6 * (stats["num_accepted_steps"] + stats["num_rejected_steps"]) + 2
+    nfe = 6 * (stats["num_accepted_steps"] + stats["num_rejected_steps"]) + 1
     return prior - integral, {"prior": prior, "divergence": integral, "z": z, "nfe": nfe}
 
 

@@ -1,0 +1,170 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffjax as dj
+from core_oracle import gaussian, two_bumps
+
+ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "rk45", "ddpm", "euler_maruyama", "pc")
+FIXED_GRID = tuple(s for s in ALL if s != "rk45")
+
+
+def test_registry_has_every_solver():
+    assert set(dj.solvers.names()) == set(ALL)
+
+
+def _sweep(solver, cases):
+    gm = gaussian()
+    x_init = jnp.asarray(np.random.default_rng(0).standard_normal((4, 2)), jnp.float32)
+    for sch, pred, steps_list in cases:
+        for steps in steps_list:
+            run = jax.jit(lambda key, x, steps=steps, sch=sch, pred=pred: dj.sample(
+                gm.model(sch, pred), key, x.shape, schedule=sch, prediction=pred, solver=solver, steps=steps,
+                t_max=1.0, x_init=x))
+            x, info = run(jax.random.PRNGKey(steps), x_init)
+            assert np.isfinite(np.asarray(x)).all(), (solver, type(sch).__name__, steps)
+            assert int(info["nfe"]) >= steps
+
+
+@pytest.mark.parametrize("solver", FIXED_GRID)
+def test_steps_1_to_50_never_give_nan(solver):
+    # Rectified flow from t = 1 (infinite logsnr, alpha = 0: every singular branch) at every step
+    # count 1..50, and VP with an eps model at a spread of step counts.
+    _sweep(solver, [(dj.schedules.rectified_flow(), "flow", range(1, 51)),
+                    (dj.schedules.linear_vp(), "eps", (1, 2, 3, 5, 50))])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", FIXED_GRID)
+def test_steps_1_to_50_every_schedule(solver):
+    _sweep(solver, [(dj.schedules.linear_vp(), "eps", range(1, 51)), (dj.schedules.cosine(), "v", range(1, 51)),
+                    (dj.schedules.ve(), "x0", range(1, 51))])
+
+
+def test_rk45_is_finite_and_counts_its_model_calls():
+    gm = two_bumps()
+    sch = dj.schedules.rectified_flow()
+    calls = []
+    base = gm.model(sch, "flow")
+
+    def counted(x, t):
+        jax.debug.callback(lambda: calls.append(1))
+        return base(x, t)
+
+    x, info = dj.sample(counted, jax.random.PRNGKey(0), (16, 2), schedule=sch, prediction="flow", solver="rk45",
+                        denoise_final=False, rtol=1e-4, atol=1e-4)
+    jax.effects_barrier()
+    assert np.isfinite(np.asarray(x)).all()
+    assert int(info["nfe"]) == len(calls), (int(info["nfe"]), len(calls))
+
+
+@pytest.mark.parametrize("solver,per_step", [("euler", 1), ("heun", 2), ("dpmpp_3m", 1), ("pc", 2), ("ddpm", 1)])
+def test_nfe_counts_real_model_calls(solver, per_step):
+    sch = dj.schedules.cosine()
+    calls = []
+    base = gaussian().model(sch)
+
+    def counted(x, t):
+        jax.debug.callback(lambda: calls.append(1))
+        return base(x, t)
+
+    x, info = dj.sample(counted, jax.random.PRNGKey(0), (4, 2), schedule=sch, prediction="eps", solver=solver, steps=6)
+    jax.effects_barrier()
+    assert int(info["nfe"]) == len(calls) == 6 * per_step + 1
+
+
+def test_guidance_scale_and_eta_are_traced_one_compilation_for_ten_values():
+    gm_c, gm_u = gaussian(), two_bumps()
+    sch = dj.schedules.cosine()
+    traces = []
+
+    @jax.jit
+    def run(scale, eta, key):
+        traces.append(1)
+        model = dj.guidance.classifier_free(gm_c.model(sch), gm_u.model(sch), scale)
+        return dj.sample(model, key, (64, 2), schedule=sch, prediction="eps", solver="ddim", steps=20, eta=eta)[0]
+
+    outs = [np.asarray(run(float(w), float(e), jax.random.PRNGKey(0)))
+            for w, e in zip(np.linspace(0, 3, 10), np.linspace(0, 1, 10))]
+    assert len(traces) == 1
+    assert all(np.isfinite(o).all() for o in outs)
+    assert min(np.abs(outs[i] - outs[i + 1]).max() for i in range(9)) > 1e-3, "values must change the result"
+
+
+def test_bf16_model_gets_float32_times_unrounded():
+    sch = dj.schedules.linear_vp()
+    seen = []
+    base = gaussian().model(sch)
+
+    def bf16_model(x, t):
+        assert t.dtype == jnp.float32 and x.dtype == jnp.float32
+        jax.debug.callback(lambda tt: seen.append(np.asarray(tt)[0]), t)
+        return base(x.astype(jnp.bfloat16), t).astype(jnp.bfloat16)  # computes and answers in bf16
+
+    ts = jnp.asarray([1.0, 0.7654321, 0.3333333, 0.0123457, 1e-3], jnp.float32)
+    x, info = dj.sample(bf16_model, jax.random.PRNGKey(0), (32, 2), schedule=sch, prediction="eps", solver="ddim", ts=ts)
+    jax.effects_barrier()
+    assert x.dtype == jnp.float32 and np.isfinite(np.asarray(x)).all()
+    np.testing.assert_array_equal(np.asarray(seen, np.float32), np.asarray(ts))  # 4 steps + final denoise
+    assert bf16_model is not None and float(jnp.bfloat16(0.7654321)) != 0.7654321  # bf16 would have rounded it
+
+
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_3m", 3)])
+def test_single_gaussian_ode_converges_to_the_closed_form_solution(solver, order):
+    g = gaussian()
+    sch = dj.schedules.cosine(logsnr_min=-12.0, logsnr_max=12.0)
+    mu, v = g.mu[0], g.var[0]
+    x_init = jnp.asarray(np.random.default_rng(1).standard_normal((64, 2)), jnp.float32)
+    t_min = 1e-2
+    a0, s0 = (float(c) for c in (sch.alpha(t_min), sch.sigma(t_min)))
+    a1, s1 = (float(c) for c in (sch.alpha(1.0), sch.sigma(1.0)))
+    exact = a0 * mu + (np.asarray(x_init) - a1 * mu) * np.sqrt((a0**2 * v + s0**2) / (a1**2 * v + s1**2))
+    errs = []
+    for steps in (8, 32):
+        x, _ = dj.sample(g.model(sch), jax.random.PRNGKey(0), x_init.shape, schedule=sch, prediction="eps",
+                         solver=solver, steps=steps, t_min=t_min, x_init=x_init, denoise_final=False)
+        errs.append(np.abs(np.asarray(x) - exact).max())
+    observed = np.log(errs[0] / errs[1]) / np.log(4.0)
+    assert observed > order - 0.35, (errs, observed)
+
+
+def test_ddim_inversion_round_trip_is_exact_to_discretisation_error():
+    gm = two_bumps()
+    sch = dj.schedules.cosine()
+    x0 = jnp.asarray(gm.sample(0, 64))
+    kw = dict(schedule=sch, prediction="eps", solver="dpmpp_2m", steps=200, t_min=1e-3, t_max=0.9)
+    z, _ = dj.encode(gm.model(sch), x0, **kw)
+    back, _ = dj.sample(gm.model(sch), jax.random.PRNGKey(0), x0.shape, x_init=z, denoise_final=False, **kw)
+    assert np.abs(np.asarray(back) - np.asarray(x0)).max() < 2e-2
+
+
+def test_bad_input_gives_errors_that_name_the_argument():
+    sch = dj.schedules.cosine()
+    m = gaussian().model(sch)
+    k = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", solver="dpm")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="noise")
+    with pytest.raises(ValueError, match="t_max must lie in"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", t_max=1.5)
+    with pytest.raises(ValueError, match="t_min must be < t_max"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", t_min=0.5, t_max=0.2)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", ts=jnp.asarray([0.1, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="length steps"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", steps=5, ts=jnp.asarray([1.0, 0.5, 0.1]))
+    with pytest.raises(ValueError, match="ts must lie in"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", ts=jnp.asarray([1.2, 0.5, 0.1]))
+    with pytest.raises(ValueError, match="model_fn must return"):
+        dj.sample(lambda x, t: x[:, :1], k, (2, 2), schedule=sch, prediction="eps", steps=3)
+    with pytest.raises(ValueError, match="unknown option"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", solver="heun", eta=0.5)
+    with pytest.raises(ValueError, match="x_init must have shape"):
+        dj.sample(m, k, (2, 2), schedule=sch, prediction="eps", x_init=jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="deterministic solver"):
+        dj.encode(m, jnp.zeros((2, 2)), schedule=sch, prediction="eps", solver="ddpm")
+    rf = dj.schedules.rectified_flow()
+    with pytest.raises(ValueError, match="alpha = 0"):
+        dj.sample(m, k, (2, 2), schedule=rf, prediction="eps")
