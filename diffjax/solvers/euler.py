@@ -23,7 +23,7 @@ def euler_update(den, x, x0, eps, t, t_next):
 @register
 class Euler(Solver):
     name = "euler"
-    default_grid = "karras"
+    default_grid = "uniform_logsnr"
     default_steps = 100
 
     def step(self, den, x, t, t_next, key, is_last, opts):

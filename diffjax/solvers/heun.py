@@ -12,7 +12,7 @@ from diffjax.solvers.euler import euler_update
 @register
 class Heun(Solver):
     name = "heun"
-    default_grid = "karras"
+    default_grid = "uniform_logsnr"
     default_steps = 25
 
     def step(self, den, x, t, t_next, key, is_last, opts):
