@@ -11,15 +11,14 @@ stays finite where alpha = 0 or logsnr is infinite, so every solver falls back t
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from diffjax.parameterization import check_kind, to_x0_eps
 
-__all__ = ["Denoiser", "Solver", "register", "get", "names", "run_steps", "StepOut"]
+__all__ = ["Denoiser", "Solver", "register", "get", "names", "run_steps"]
 
 
 class Denoiser:
@@ -61,12 +60,6 @@ class Denoiser:
         return (da * x0 + ds * eps).astype(x.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class StepOut:
-    carry: Any
-    nfe: jax.Array
-
-
 class Solver:
     """A fixed-grid solver: ``init`` builds the loop carry, ``step`` advances one grid interval.
 
@@ -86,7 +79,12 @@ class Solver:
         raise NotImplementedError
 
     def state(self, carry):
+        """The sample x held in the loop carry."""
         return carry
+
+    def with_state(self, carry, x):
+        """The carry with its sample replaced by x (inpainting projects the state between steps)."""
+        return x
 
     def solve(self, den, x, ts, key, opts):
         """Runs the steps over the grid ``ts`` in one ``lax.scan``; returns (x, nfe)."""

@@ -33,6 +33,9 @@ class Multistep(Solver):
     def state(self, carry):
         return carry[0]
 
+    def with_state(self, carry, x):
+        return (x,) + tuple(carry[1:])
+
     def step(self, den, carry, t, t_next, key, is_last, opts):
         x, m1, m2, lam1, lam2, count = carry
         m0, eps = den(x, t)

@@ -1,0 +1,118 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffjax as dj
+from core_oracle import Mixture, two_bumps
+
+
+def sliced_w1(x, y, projections=128, seed=0):
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((x.shape[1], projections))
+    d /= np.linalg.norm(d, axis=0, keepdims=True)
+    return float(np.abs(np.sort(x @ d, 0) - np.sort(y @ d, 0)).mean())
+
+
+GM = two_bumps()
+COMP = [Mixture([1.0], GM.mu[k:k + 1], GM.var[k:k + 1]) for k in range(2)]
+SCH = dj.schedules.cosine()
+N = 4000
+
+
+def draw(model, key=0, **kw):
+    x, _ = dj.sample(model, jax.random.PRNGKey(key), (N, 2), schedule=SCH, prediction="eps", solver="dpmpp_3m",
+                     steps=40, **kw)
+    return np.asarray(x)
+
+
+def log_p_y_given_x(x, y):
+    """log p(y | x) at t ~ 0 for the mixture: log w_y N(x; mu_y, var_y) - log p(x)."""
+    return np.asarray(jnp.log(GM.w[y]) + COMP[y].log_prob(jnp.asarray(x), 1.0, 0.0) - GM.log_prob(jnp.asarray(x), 1.0, 0.0))
+
+
+def test_classifier_free_guidance_scale_one_is_the_conditional_and_zero_the_marginal():
+    cond, uncond = COMP[0].model(SCH), GM.model(SCH)
+    x1 = draw(dj.guidance.classifier_free(cond, uncond, 1.0))
+    x0 = draw(dj.guidance.classifier_free(cond, uncond, 0.0))
+    assert sliced_w1(x1, COMP[0].sample(1, N)) < 0.05
+    assert sliced_w1(x0, GM.sample(1, N)) < 0.05
+    # scale 3: the implicit classifier log p(y|x) rises and the samples contract
+    x3 = draw(dj.guidance.classifier_free(cond, uncond, 3.0))
+    lp1, lp3 = log_p_y_given_x(x1, 0).mean(), log_p_y_given_x(x3, 0).mean()
+    assert lp3 > lp1, (lp1, lp3)
+    assert (x3.std(0) < x1.std(0)).all(), (x1.std(0), x3.std(0))
+
+
+def test_classifier_free_batched_matches_the_two_function_form_and_skips_at_scale_one():
+    calls = []
+
+    def model(x, t, y):
+        jax.debug.callback(lambda b: calls.append(b), x.shape[0])
+        return jnp.where((y == 0)[:, None], COMP[0].model(SCH)(x, t), GM.model(SCH)(x, t))
+
+    x = jnp.asarray(GM.sample(0, 16))
+    t = jnp.full((16,), 0.4)
+    y = jnp.zeros((16,), jnp.int32)
+    for scale in (0.0, 1.0, 2.5):
+        a = dj.guidance.classifier_free_batched(model, y, 1, scale)(x, t)
+        b = dj.guidance.classifier_free(COMP[0].model(SCH), GM.model(SCH), scale)(x, t)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    jax.effects_barrier()
+    assert calls == [32, 16, 32], calls  # one batched call, a plain conditional call at scale 1
+
+
+def test_classifier_guidance_with_the_exact_classifier_samples_the_conditional():
+    def log_prob(x, t):  # exact noisy classifier log p(y=1 | x_t)
+        a, s = SCH.alpha(t), SCH.sigma(t)
+        return jnp.log(GM.w[1]) + COMP[1].log_prob(x, a, s) - GM.log_prob(x, a, s)
+
+    model = dj.guidance.classifier(GM.model(SCH), log_prob, 1.0, schedule=SCH, prediction="eps")
+    x = draw(model, key=1)
+    assert sliced_w1(x, COMP[1].sample(2, N)) < 0.05
+
+
+def test_cfg_interval_and_rescale_options():
+    cond, uncond = COMP[0].model(SCH), GM.model(SCH)
+    x = jnp.asarray(GM.sample(3, 8))
+    t_in, t_out = jnp.full((8,), 0.5), jnp.full((8,), 0.95)
+    f = dj.guidance.classifier_free(cond, uncond, 4.0, interval=(0.2, 0.8))
+    np.testing.assert_allclose(f(x, t_out), cond(x, t_out), rtol=1e-6)
+    np.testing.assert_allclose(f(x, t_in), uncond(x, t_in) + 4.0 * (cond(x, t_in) - uncond(x, t_in)), rtol=1e-5)
+    r = dj.guidance.classifier_free(cond, uncond, 4.0, rescale=1.0)(x, t_in)
+    np.testing.assert_allclose(np.std(np.asarray(r), -1), np.std(np.asarray(cond(x, t_in)), -1), rtol=1e-4)
+
+
+def test_drop_condition_drops_at_rate_p():
+    y = jnp.zeros((20000,), jnp.int32)
+    out = dj.guidance.drop_condition(jax.random.PRNGKey(0), y, 0.2, 10)
+    assert abs(float(jnp.mean(out == 10)) - 0.2) < 0.01 and set(np.unique(out)) == {0, 10}
+
+
+@pytest.mark.parametrize("resample", [1, 4])
+def test_inpainting_keeps_known_values_and_samples_the_conditional(resample):
+    # Known first coordinate -1.0 (deep inside component 0): the second coordinate's exact
+    # conditional is ~ N(0.5, 0.1) (component 0 has posterior weight > 0.999 there).
+    x_known = jnp.tile(jnp.asarray([[-1.0, 0.0]]), (2000, 1))
+    mask = jnp.asarray([True, False])
+    x, info = dj.editing.inpaint(GM.model(SCH), jax.random.PRNGKey(0), x_known, mask, schedule=SCH, prediction="eps",
+                                 solver="ddpm", steps=200, resample=resample)
+    x = np.asarray(x)
+    np.testing.assert_array_equal(x[:, 0], -1.0)
+    assert int(info["nfe"]) == 200 * resample + 1
+    assert abs(x[:, 1].mean() - 0.5) < 0.1 and abs(x[:, 1].std() - np.sqrt(0.1)) < 0.08, (x[:, 1].mean(), x[:, 1].std())
+
+
+def test_sdedit_interpolates_between_the_input_and_the_model():
+    x_in = jnp.tile(jnp.asarray([[3.0, 3.0]]), (2000, 1))  # far from the data
+    near, _ = dj.editing.sdedit(GM.model(SCH), jax.random.PRNGKey(0), x_in, 0.05, schedule=SCH, prediction="eps")
+    far, _ = dj.editing.sdedit(GM.model(SCH), jax.random.PRNGKey(1), x_in, 1.0, schedule=SCH, prediction="eps")
+    assert np.abs(np.asarray(near) - 3.0).mean() < 0.5
+    assert sliced_w1(np.asarray(far), GM.sample(4, 2000)) < 0.06
+
+
+def test_invert_and_edit_with_the_same_model_reconstructs():
+    x = jnp.asarray(GM.sample(5, 64))
+    out, info = dj.editing.invert_and_edit(GM.model(SCH), GM.model(SCH), x, schedule=SCH, prediction="eps",
+                                           solver="dpmpp_2m", steps=100, t_max=0.8, denoise_final=False)
+    assert np.abs(np.asarray(out) - np.asarray(x)).max() < 2e-2
