@@ -22,7 +22,8 @@ def perturb(model, seed=0, scale=0.1):
     rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     noisy = jax.tree.map(
-        lambda p: p + jnp.asarray(scale * rng.standard_normal(p.shape), p.dtype), state
+        lambda p: jnp.asarray(np.asarray(p) + scale * rng.standard_normal(p.shape), p.dtype),
+        state,
     )
     nnx.update(model, noisy)
     return model
@@ -35,7 +36,6 @@ def _build(name, items):
     if name == "mlp":
         return MLP(2, hidden=32, depth=2, time_embed_dim=16, rngs=rngs, **kw)
     if name == "unet":
-        kw.setdefault("dropout", 0.0)
         return UNet(1, image_size=8, ch=16, ch_mult=(1, 2), num_res_blocks=1,
                     attn_resolutions=(4,), rngs=rngs, **kw)
     if name == "tokens":
@@ -46,9 +46,17 @@ def _build(name, items):
     raise KeyError(name)
 
 
+# The standard test configuration: class-conditional with dropout, so one configuration
+# (one XLA compilation per call signature) serves most tests.
+DEFAULTS = {"num_classes": 3, "dropout": 0.1}
+
+
 def make_model(name, **kw):
-    """A fresh (independent) tiny model of family ``name``; ``kw`` overrides the config."""
-    return nnx.clone(_build(name, tuple(sorted(kw.items()))))
+    """A fresh (independent) tiny model of family ``name`` in eval mode; ``kw`` overrides
+    :data:`DEFAULTS` and the family's configuration."""
+    model = nnx.clone(_build(name, tuple(sorted({**DEFAULTS, **kw}.items()))))
+    model.eval()
+    return model
 
 
 def make_input(name, batch=4, seed=1):
@@ -69,6 +77,25 @@ def expected_shape(name, x):
 
 
 @nnx.jit
-def forward(model, x, t, cond=None):
-    """Jitted eval-mode forward (one compilation per model configuration)."""
+def _forward(model, x, t, cond=None):
     return model(x, t, cond)
+
+
+def strong(x, t, cond=None):
+    """Inputs as strongly typed arrays: a weakly typed ``jnp.full(.., 0.5)`` would give a
+    different jit cache key (and a fresh compilation) than ``jnp.array([...])``."""
+    x = jnp.asarray(np.asarray(x))
+    t = jnp.asarray(np.asarray(t, np.float32))
+    return x, t, None if cond is None else jnp.asarray(np.asarray(cond, np.int32))
+
+
+def forward(model, x, t, cond=None) -> np.ndarray:
+    """Jitted forward (one compilation per configuration and input signature), returned
+    as a numpy array so that checks on it do not compile one XLA program per shape."""
+    return np.asarray(_forward(model, *strong(x, t, cond)))
+
+
+def maxabs(a, b=None) -> float:
+    """max |a - b| (or max |a|), in numpy."""
+    a = np.asarray(a, np.float64)
+    return float(np.max(np.abs(a if b is None else a - np.asarray(b, np.float64))))

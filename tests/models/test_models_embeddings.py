@@ -30,9 +30,11 @@ def test_time_features_distinguish_ends_of_time(kind):
     # Input in bfloat16 would collapse 0.999 and 1.0; the features must not.
     t = jnp.array([0.0, 1e-3, 1.0 - 1e-3, 1.0], jnp.float32)
     f = emb.features(t)
-    assert f.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(f)))
-    assert float(jnp.linalg.norm(f[0] - f[1])) > 0.3
-    assert float(jnp.linalg.norm(f[2] - f[3])) > 0.3
+    assert f.dtype == jnp.float32
+    f = np.asarray(f)
+    assert np.all(np.isfinite(f))
+    assert np.linalg.norm(f[0] - f[1]) > 0.3
+    assert np.linalg.norm(f[2] - f[3]) > 0.3
     out = emb(t)
     assert out.dtype == jnp.float32 and out.shape == (4, 64)
 
@@ -76,7 +78,7 @@ def test_adaln_zero_and_modulate():
     ada = E.AdaLNModulation(5, 3, 4, rngs=nnx.Rngs(0))
     chunks = ada(jnp.ones((2, 5)))
     assert len(chunks) == 4 and all(ch.shape == (2, 3) for ch in chunks)
-    assert all(float(jnp.abs(ch).max()) == 0.0 for ch in chunks)
+    assert all(np.all(np.asarray(ch) == 0.0) for ch in chunks)
     x = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
     shift = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     scale = jnp.array([[0.0, 1.0, -1.0], [2.0, 2.0, 2.0]])

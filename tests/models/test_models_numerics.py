@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from diffjax.models import MLP, UNet, count_params, flops_per_example
-from models_helpers import MODELS, forward, make_input, make_model, perturb
+from diffjax.models.layers import dropout_rngs
+from models_helpers import MODELS, forward, make_input, make_model, maxabs, perturb, strong
 
 
 def _rel_err(a, b):
@@ -24,38 +25,39 @@ def test_bf16_compute_keeps_float32_params_time_and_output(name):
     x = jnp.repeat(make_input(name, batch=1), 4, axis=0)
     t = jnp.array([0.0, 1e-3, 1.0 - 1e-3, 1.0])
     y32, y16 = forward(m32, x, t), forward(m16, x, t)
-    assert y16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y16)))
+    assert y16.dtype == jnp.float32 and np.all(np.isfinite(y16))
     assert _rel_err(y16, y32) < 0.05
-    scale = float(jnp.abs(y16).max())
-    assert float(jnp.abs(y16[0] - y16[1]).max()) > 1e-3 * scale
-    assert float(jnp.abs(y16[2] - y16[3]).max()) > 1e-3 * scale
+    scale = maxabs(y16)
+    assert maxabs(y16[0], y16[1]) > 1e-3 * scale
+    assert maxabs(y16[2], y16[3]) > 1e-3 * scale
 
 
 @pytest.mark.parametrize("name", ["unet", "tokens"])
 def test_dropout_only_in_training_mode(name):
-    model = perturb(make_model(name, dropout=0.3))
-    x, t = make_input(name), jnp.full((4,), 0.4)
+    model = perturb(make_model(name))  # dropout=0.1
+    x, t, _ = strong(make_input(name), np.full(4, 0.4))
     train_fwd = nnx.jit(lambda m, x, t, key: m(x, t, rngs=key))
     model.train()
     a = train_fwd(model, x, t, jax.random.key(0))
     b = train_fwd(model, x, t, jax.random.key(1))
     a2 = train_fwd(model, x, t, jax.random.key(0))
-    assert float(jnp.abs(a - b).max()) > 1e-4  # fresh masks per key
+    assert maxabs(a, b) > 1e-4  # fresh masks per key
     np.testing.assert_array_equal(a, a2)  # explicit keys: reproducible
     with pytest.raises(ValueError, match="rngs=key"):
         model(x, t)
     model.eval()
     e1, e2 = forward(model, x, t), forward(model, x, t)
     np.testing.assert_array_equal(e1, e2)
-    assert float(jnp.abs(e1 - a).max()) > 1e-4
-    # A model built without dropout runs eagerly in training mode without a key.
-    no_drop = perturb(make_model(name, dropout=0.0))
-    assert forward(no_drop, x, t).shape == e1.shape
+    assert maxabs(e1, a) > 1e-4
+    # A model built without dropout needs no key in training mode.
+    no_drop = make_model(name, dropout=0.0)
+    no_drop.train()
+    assert dropout_rngs(no_drop, None) is None
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_pure_function_under_jit_and_grad(name):
-    model = make_model(name, dropout=0.1, num_classes=3)  # at init: zero output layer
+    model = make_model(name)  # dropout=0.1, num_classes=3; at init: zero output layer
     model.train()
     graphdef, params = nnx.split(model)
     x = make_input(name)
@@ -71,25 +73,28 @@ def test_pure_function_under_jit_and_grad(name):
     value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
     key = jax.random.key(0)
     loss, grads = value_and_grad(params, key)
-    leaves = jax.tree.leaves(grads)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
-    assert sum(float(jnp.sum(g ** 2)) for g in leaves) > 0
+    # (Checks in numpy: per-leaf jnp ops would compile once per parameter shape.)
+    leaves = [np.asarray(g) for g in jax.tree.leaves(grads)]
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    assert sum(float(np.sum(g ** 2)) for g in leaves) > 0
     # One SGD step lowers the loss (same dropout key), and the pure calls left the model
     # object untouched.
-    stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    stepped = jax.tree.map(lambda p, g: jnp.asarray(np.asarray(p) - 0.1 * np.asarray(g)),
+                           params, grads)
     assert float(value_and_grad(stepped, key)[0]) < float(loss)
-    assert all(float(jnp.abs(a - b).max()) == 0 for a, b in
+    assert all(np.array_equal(a, b) for a, b in
                zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(params)))
 
 def test_count_params_closed_form_and_abstract():
-    model = make_model("mlp")  # MLP(2, hidden=32, depth=2, time_embed_dim=16)
+    model = make_model("mlp")  # MLP(2, hidden=32, depth=2, time_embed_dim=16, num_classes=3)
     time_mlp = (16 * 16 + 16) * 2
+    classes = (3 + 1) * 16  # three classes and the null class
     proj_in = 2 * 32 + 32
     block = (16 * 3 * 32 + 3 * 32) + (32 * 64 + 64) + (64 * 32 + 32)
     head = (16 * 2 * 32 + 2 * 32) + (32 * 2 + 2)
-    assert count_params(model) == time_mlp + proj_in + 2 * block + head
+    assert count_params(model) == time_mlp + classes + proj_in + 2 * block + head
     abstract = nnx.eval_shape(lambda: MLP(2, hidden=32, depth=2, time_embed_dim=16,
-                                          rngs=nnx.Rngs(0)))
+                                          num_classes=3, rngs=nnx.Rngs(0)))
     assert count_params(abstract) == count_params(model)
 
 
