@@ -149,3 +149,23 @@ def test_loss_errors_name_the_argument():
                                  weighting="snr")
     with pytest.raises(ValueError, match="model_fn must return"):
         dj.losses.denoising_loss(lambda x, t: x[:, :1], x0, jax.random.PRNGKey(0), schedule=sch, prediction="eps")
+
+
+def test_gaussian_process_posterior_marginalises_to_the_forward_marginal():
+    # int q(x_s | x_t, x0) q(x_t | x0) dx_t = q(x_s | x0) = N(alpha_s x0, sigma_s^2), in closed form:
+    # E[mean] = alpha_s x0 and Var(mean over x_t) + posterior var = sigma_s^2.
+    proc = dj.gaussian(dj.schedules.linear_vp())
+    x0 = jnp.asarray([[0.7, -1.3]])
+    s, t = jnp.asarray([0.3]), jnp.asarray([0.6])
+    a_t, s_t = proc.alpha(t)[0], proc.sigma(t)[0]
+    m_xt = proc.posterior(jnp.ones((1, 2)), x0, s, t)[0] - proc.posterior(jnp.zeros((1, 2)), x0, s, t)[0]  # d mean/d x_t
+    mean_at_mean, std = proc.posterior(a_t * x0, x0, s, t)
+    np.testing.assert_allclose(mean_at_mean, proc.alpha(s)[0] * x0, rtol=1e-5)
+    np.testing.assert_allclose(m_xt**2 * s_t**2 + std**2, proc.sigma(s)[0] ** 2, rtol=1e-5)
+    # and the ELBO through the process interface is the VDM bound
+    gm = two_bumps()
+    x = jnp.asarray(gm.sample(0, 64))
+    a = proc.nelbo(gm.model(proc.schedule), x, jax.random.PRNGKey(0))
+    b, _ = dj.losses.vdm_elbo(gm.model(proc.schedule), x, jax.random.PRNGKey(0), schedule=proc.schedule,
+                              prediction="eps")
+    np.testing.assert_allclose(a, b, rtol=1e-6)
