@@ -1,0 +1,205 @@
+"""Objectives: the glue between a Flax NNX denoiser and the pure train step / the samplers.
+
+Models know nothing about noise; an :class:`Objective` does. It holds the model's graph
+definitions (a training variant with dropout active and an inference variant without), the
+noise schedule, the prediction kind and the loss, and turns parameters into the two pure
+functions the rest of diffjax consumes::
+
+    objective, params = make_objective(model, schedule=schedules.cosine(), prediction="v",
+                                       weighting="sigmoid")
+    step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh)
+    ...
+    x, _ = diffjax.sample(objective.model_fn(state.ema_params), key, shape,
+                          schedule=objective.schedule, prediction=objective.prediction)
+
+``loss_fn(params, batch, key) -> (loss, metrics)``
+    ``batch[x_key]`` is the clean data ``x0`` (shape ``(B, ...)``; t = 0 is data, t = 1 noise).
+    The key is split once, ``k_loss, k_cond, k_dropout = jax.random.split(key, 3)``:
+    ``k_loss`` goes to the diffjax loss (time and noise draws, exactly as
+    ``diffjax.losses.denoising_loss(model_fn, x0, k_loss, ...)``), ``k_cond`` to the condition
+    dropout and ``k_dropout`` to the model's dropout layers. So for a model without dropout and
+    without conditioning the loss equals ``mean(denoising_loss(model_fn, x0, k_loss, ...)[0])``.
+    A boolean ``batch["mask"]`` (padding rows of a last partial batch) is honoured: masked rows
+    do not count.
+
+    Losses (``loss=``):
+
+    * ``"denoising"``: ``diffjax.losses.denoising_loss`` with the named ``weighting``;
+    * ``"flow_matching"``: ``diffjax.losses.flow_matching_loss`` along the objective's schedule
+      (``prediction="flow"``; with ``rectified_flow`` the target is ``eps - x0``);
+    * ``"elbo"``: ``diffjax.losses.vdm_elbo``, trained in bits/dim of the continuous data.
+
+    Class conditioning: when the model has classes (``model.num_classes`` is not None) the
+    labels ``batch[label_key]`` are fed to it, each replaced by the model's null class with
+    probability ``cond_drop`` (``diffjax.guidance.drop_condition``) so that the same network
+    learns the unconditional model for classifier-free guidance.
+
+``model_fn(params, cond=None, guidance_scale=1.0) -> model_fn(x_t, t)``
+    The inference network (dropout off) as a plain callable for ``diffjax.sample``,
+    ``diffjax.encode`` and ``diffjax.likelihood.ode_nll``. On a class-conditional model
+    ``cond=None`` is the null class (the unconditional model); ``cond`` labels ``(B,)`` with
+    ``guidance_scale != 1`` give classifier-free guidance
+    (``diffjax.guidance.classifier_free_batched``, both branches in one batched call).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffjax import guidance, losses
+from diffjax.parameterization import check_kind
+from diffjax.schedules import Schedule
+
+__all__ = ["LOSSES", "Objective", "make_objective"]
+
+LOSSES = ("denoising", "flow_matching", "elbo")
+
+
+def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    if mask is None:
+        return jnp.mean(values)
+    w = mask.astype(values.dtype)
+    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A diffusion objective for one NNX model; build it with :func:`make_objective`.
+
+    All attributes are static (graph definitions, schedule, options); parameters are passed
+    to the methods, so ``loss_fn`` and ``model_fn`` are pure and jittable.
+    """
+
+    train_graphdef: Any
+    eval_graphdef: Any
+    rest: Any
+    schedule: Schedule
+    prediction: str
+    loss: str = "denoising"
+    weighting: str = "simple"
+    weighting_kwargs: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    t_min: Optional[float] = None
+    t_max: float = 1.0
+    antithetic: bool = True
+    importance: Optional[str] = None
+    num_classes: Optional[int] = None
+    null_class: Optional[int] = None
+    cond_drop: float = 0.0
+    x_key: str = "x"
+    label_key: str = "label"
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    # ------------------------------------------------------------------ the network
+    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None, *,
+              train: bool = False, rngs: Any = None) -> jax.Array:
+        """The raw network output ``model(x, t, cond)`` (training variant if ``train``)."""
+        graphdef = self.train_graphdef if train else self.eval_graphdef
+        model = nnx.merge(graphdef, params, self.rest)
+        if self.conditional:
+            return model(x, t, cond, rngs=rngs)
+        if cond is not None:
+            raise ValueError("cond was given but the model has no classes (num_classes=None).")
+        return model(x, t, rngs=rngs)
+
+    def model_fn(self, params: Any, cond: Optional[jax.Array] = None,
+                 guidance_scale: float = 1.0):
+        """A plain ``model_fn(x_t, t) -> prediction`` (inference mode) for the samplers."""
+        if cond is None:
+            return lambda x, t: self.apply(params, x, t)
+        if not self.conditional:
+            raise ValueError("cond was given but the model has no classes (num_classes=None).")
+        cond = jnp.asarray(cond)
+        if isinstance(guidance_scale, (int, float)) and guidance_scale == 1.0:
+            return lambda x, t: self.apply(params, x, t, jnp.broadcast_to(cond, (x.shape[0],)))
+        return guidance.classifier_free_batched(
+            lambda x, t, c: self.apply(params, x, t, c), cond, self.null_class, guidance_scale)
+
+    # ------------------------------------------------------------------ the loss
+    def loss_fn(self, params: Any, batch: Mapping[str, jax.Array], key: jax.Array):
+        """``(loss, metrics)`` for ``training.make_train_step`` (see the module docstring)."""
+        if self.x_key not in batch:
+            raise ValueError(f"batch has no {self.x_key!r} entry (x_key); entries: {sorted(batch)}")
+        x0 = batch[self.x_key]
+        mask = batch.get("mask")
+        k_loss, k_cond, k_dropout = jax.random.split(key, 3)
+        cond = None
+        if self.conditional:
+            if self.label_key not in batch:
+                raise ValueError(f"the model is class-conditional but the batch has no "
+                                 f"{self.label_key!r} entry (label_key); entries: {sorted(batch)}")
+            cond = jnp.asarray(batch[self.label_key]).astype(jnp.int32)
+            if self.cond_drop > 0:
+                cond = guidance.drop_condition(k_cond, cond, self.cond_drop, self.null_class)
+
+        def model_fn(x, t):
+            return self.apply(params, x, t, cond, train=True, rngs=k_dropout)
+
+        kw = dict(antithetic=self.antithetic, t_max=self.t_max)
+        if self.t_min is not None:
+            kw["t_min"] = self.t_min
+        metrics = {}
+        if self.loss == "elbo":
+            _, terms = losses.vdm_elbo(model_fn, x0, k_loss, schedule=self.schedule,
+                                       prediction=self.prediction, importance=self.importance, **kw)
+            per_example = terms["bits_per_dim"]
+            for name in ("diffusion", "prior", "reconstruction"):
+                metrics[f"elbo_{name}"] = _masked_mean(terms[name], mask)
+        else:
+            if self.loss == "flow_matching":
+                per_example, aux = losses.flow_matching_loss(
+                    model_fn, x0, k_loss, schedule=self.schedule, importance=self.importance, **kw)
+            else:
+                per_example, aux = losses.denoising_loss(
+                    model_fn, x0, k_loss, schedule=self.schedule, prediction=self.prediction,
+                    weighting=self.weighting, importance=self.importance, **kw,
+                    **dict(self.weighting_kwargs))
+            metrics["mse_eps"] = _masked_mean(aux["mse_eps"], mask)
+        loss = _masked_mean(per_example, mask)
+        return loss, metrics
+
+
+def make_objective(model: nnx.Module, *, schedule: Schedule, prediction: str,
+                   loss: str = "denoising", weighting: str = "simple",
+                   weighting_kwargs: Optional[Mapping[str, float]] = None,
+                   t_min: Optional[float] = None, t_max: float = 1.0, antithetic: bool = True,
+                   importance: Optional[str] = None, cond_drop: float = 0.0, x_key: str = "x",
+                   label_key: str = "label"):
+    """Split ``model`` and build its :class:`Objective`; returns ``(objective, params)``.
+
+    ``params`` is the ``nnx.Param`` state (the trainable parameters, for
+    ``training.create_train_state``); everything else of the model (e.g. a fixed Fourier
+    kernel) stays in ``objective.rest``. ``t_min=None`` keeps the loss function's default.
+    """
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a diffjax.schedules.Schedule, got {type(schedule).__name__}")
+    check_kind(prediction)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    if loss == "flow_matching" and prediction != "flow":
+        raise ValueError(f"loss='flow_matching' needs prediction='flow', got {prediction!r}")
+    if weighting not in losses.WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {list(losses.WEIGHTINGS)}, got {weighting!r}")
+    if not 0.0 <= cond_drop <= 1.0:
+        raise ValueError(f"cond_drop must be in [0, 1], got {cond_drop!r}")
+    num_classes = getattr(model, "num_classes", None)
+    null_class = getattr(model, "null_class", None)
+    if cond_drop > 0 and num_classes is None:
+        raise ValueError(f"cond_drop={cond_drop} needs a class-conditional model (num_classes set)")
+    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
+    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
+    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+    objective = Objective(
+        train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, schedule=schedule,
+        prediction=prediction, loss=loss, weighting=weighting,
+        weighting_kwargs=dict(weighting_kwargs or {}), t_min=t_min, t_max=t_max,
+        antithetic=antithetic, importance=importance, num_classes=num_classes,
+        null_class=null_class, cond_drop=float(cond_drop), x_key=x_key, label_key=label_key)
+    return objective, params
