@@ -49,6 +49,11 @@ class Attention(nnx.Module):
     ):
         if heads < 1 or dim % heads:
             raise ValueError(f"heads must be >= 1 and divide dim={dim}; got heads={heads}.")
+        if rope and (dim // heads) % 2:
+            raise ValueError(
+                f"rotary positions need an even head dimension; dim={dim}, heads={heads} "
+                f"gives {dim // heads}."
+            )
         self.dim, self.heads, self.rope = dim, heads, rope
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.qkv = nnx.Linear(dim, 3 * dim, **kw)

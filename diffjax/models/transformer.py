@@ -90,8 +90,9 @@ class DiTBackbone(nnx.Module):
     def __init__(
         self, dim: int, depth: int, heads: int, out_dim: int, *, mlp_ratio: float = 4.0,
         dropout: float = 0.0, rope: bool = False, num_classes: int | None = None,
-        time_embedding: str = "sinusoidal", time_scale: float | None = None,
-        dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs,
+        cond_dim: int | None = None, time_embedding: str = "sinusoidal",
+        time_scale: float | None = None, dtype=jnp.float32, param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
     ):
         for name, v in (("dim", dim), ("depth", depth), ("heads", heads)):
             if not isinstance(v, int) or v < 1:
@@ -100,16 +101,17 @@ class DiTBackbone(nnx.Module):
             raise ValueError(f"heads={heads} must divide dim={dim}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
+        cond_dim = cond_dim or dim
         self.cond = Conditioning(
-            dim, num_classes=num_classes, time_embedding=time_embedding, time_scale=time_scale,
-            freq_dim=256, param_dtype=param_dtype, rngs=rngs,
+            cond_dim, num_classes=num_classes, time_embedding=time_embedding,
+            time_scale=time_scale, freq_dim=256, param_dtype=param_dtype, rngs=rngs,
         )
         self.blocks = nnx.List([
-            DiTBlock(dim, heads, dim, mlp_ratio=mlp_ratio, dropout=dropout, rope=rope,
+            DiTBlock(dim, heads, cond_dim, mlp_ratio=mlp_ratio, dropout=dropout, rope=rope,
                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for _ in range(depth)
         ])
-        self.final = FinalLayer(dim, dim, out_dim, param_dtype=param_dtype, rngs=rngs)
+        self.final = FinalLayer(dim, cond_dim, out_dim, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x, t, cond, rngs=None):
         c = self.cond(t, cond, x.shape[0])
@@ -153,6 +155,8 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
       dim, depth, heads, mlp_ratio: Transformer width, blocks, heads, MLP expansion.
       dropout: dropout on the attention and MLP branches (``train()`` mode only).
       num_classes: class conditioning with null class ``num_classes`` (or ``cond=None``).
+      cond_dim: width of the time / class vector feeding adaLN (default ``dim`` as in DiT;
+        MDLM uses 128, which removes most of the modulation parameters).
       positions: ``"rope"`` (rotary, default) or ``"learned"`` absolute embeddings.
       time_embedding, time_scale: see :class:`diffjax.models.embeddings.TimeEmbedding`.
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
@@ -170,6 +174,7 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         num_classes: int | None = None,
+        cond_dim: int | None = None,
         positions: str = "rope",
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
@@ -197,7 +202,8 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         )
         self.backbone = DiTBackbone(
             dim, depth, heads, vocab_size, mlp_ratio=mlp_ratio, dropout=dropout,
-            rope=positions == "rope", num_classes=num_classes, time_embedding=time_embedding,
+            rope=positions == "rope", num_classes=num_classes, cond_dim=cond_dim,
+            time_embedding=time_embedding,
             time_scale=time_scale, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
 
@@ -276,6 +282,7 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
       image_size: ``H`` or ``(H, W)``, both divisible by ``patch_size``.
       patch_size, dim, depth, heads, mlp_ratio, dropout: as in DiT.
       num_classes: class conditioning with null class ``num_classes`` (or ``cond=None``).
+      cond_dim: width of the time / class vector feeding adaLN (default ``dim``).
       positions: ``"sincos"`` or ``"learned"``.
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
@@ -293,6 +300,7 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         num_classes: int | None = None,
+        cond_dim: int | None = None,
         positions: str = "sincos",
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
@@ -327,8 +335,8 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
         )
         self.backbone = DiTBackbone(
             dim, depth, heads, p2 * self.out_channels, mlp_ratio=mlp_ratio, dropout=dropout,
-            num_classes=num_classes, time_embedding=time_embedding, time_scale=time_scale,
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            num_classes=num_classes, cond_dim=cond_dim, time_embedding=time_embedding,
+            time_scale=time_scale, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
         self.dim = dim
 

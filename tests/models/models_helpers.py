@@ -39,7 +39,8 @@ def _build(name, items):
         return UNet(1, image_size=8, ch=16, ch_mult=(1, 2), num_res_blocks=1,
                     attn_resolutions=(4,), rngs=rngs, **kw)
     if name == "tokens":
-        return TokenTransformer(VOCAB, seq_len=8, dim=32, depth=2, heads=4, rngs=rngs, **kw)
+        return TokenTransformer(VOCAB, seq_len=8, dim=32, depth=2, heads=4, cond_dim=16,
+                                rngs=rngs, **kw)
     if name == "patches":
         return PatchTransformer(2, image_size=8, patch_size=2, dim=32, depth=2, heads=4,
                                 rngs=rngs, **kw)

@@ -26,7 +26,7 @@ def test_bf16_compute_keeps_float32_params_time_and_output(name):
     t = jnp.array([0.0, 1e-3, 1.0 - 1e-3, 1.0])
     y32, y16 = forward(m32, x, t), forward(m16, x, t)
     assert y16.dtype == jnp.float32 and np.all(np.isfinite(y16))
-    assert _rel_err(y16, y32) < 0.05
+    assert _rel_err(y16, y32) < 0.03  # measured 0.2-1% on these configurations
     scale = maxabs(y16)
     assert maxabs(y16[0], y16[1]) > 1e-3 * scale
     assert maxabs(y16[2], y16[3]) > 1e-3 * scale

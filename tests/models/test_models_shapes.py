@@ -96,6 +96,8 @@ def test_token_transformer_vocab_and_lengths():
         model(jnp.zeros((4, 4)), 1.0)
     with pytest.raises(ValueError, match="positions"):
         make_model("tokens", positions="alibi")
+    with pytest.raises(ValueError, match="even head dimension"):
+        TokenTransformer(11, seq_len=8, dim=12, depth=1, heads=4, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("positions", ["rope", "learned"])
