@@ -65,14 +65,15 @@ def _grid(solv, schedule, steps, ts, t_min, t_max, grid, dtype):
     return ts
 
 
-def _check_singular_start(schedule, prediction, t, arg):
+def _check_singular_start(schedule, prediction, t_max):
     """eps / score predictions say nothing about x0 where alpha = 0: refuse when that is known."""
-    if prediction in ("eps", "score"):
-        v = _concrete(schedule.alpha(jnp.asarray(t, jnp.float32))) if _concrete(t) is not None else None
-        if v is not None and v == 0.0:
-            raise ValueError(
-                f"prediction={prediction!r} cannot be converted to x0 where alpha = 0 ({arg}={_concrete(t)} for "
-                f"{type(schedule).__name__}); use a 'flow', 'v' or 'x0' model, or a {arg} where alpha > 0")
+    t = _concrete(t_max)
+    if prediction not in ("eps", "score") or t is None:
+        return
+    if _concrete(schedule.alpha(jnp.asarray(t, jnp.float32))) == 0.0:
+        raise ValueError(
+            f"prediction={prediction!r} cannot be converted to x0 where alpha = 0 (t_max={t} for "
+            f"{type(schedule).__name__}); use a 'flow', 'v' or 'x0' model, or a t_max where alpha > 0")
 
 
 def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", steps=None, ts=None, t_min=1e-3,
@@ -107,7 +108,7 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
     dtype = jnp.dtype(dtype) if dtype is not None else (x_init.dtype if x_init is not None else jnp.result_type(float))
     tdtype = jnp.promote_types(dtype, jnp.float32)
     ts = _grid(solv, schedule, steps, ts, t_min, t_max, grid, tdtype)
-    _check_singular_start(schedule, prediction, ts[0] if _concrete(t_max) is None else t_max, "t_max")
+    _check_singular_start(schedule, prediction, ts[0])
     k_init, k_solve = jax.random.split(key)
     if x_init is None:
         x_init = schedule.sigma(ts[0]).astype(dtype) * jax.random.normal(k_init, shape, dtype)
