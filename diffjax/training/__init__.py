@@ -6,10 +6,13 @@
 * `step`: `make_train_step` -- one jit over the mesh, grad accumulation, non-finite skipping.
 * `checkpoint`: Orbax `Checkpointer` -- async, keep-N, SIGTERM, resharding restores.
 * `loop`: `train`, a thin loop with logging, TensorBoard and checkpoints.
+* `objectives`: `make_objective` -- an NNX model + schedule + prediction + loss -> the pure
+  ``loss_fn(params, batch, key)`` of the train step and ``model_fn(params)`` for the samplers.
 """
 from diffjax.training.checkpoint import (CheckpointMismatchError, Checkpointer, Restored,
                                          library_versions)
 from diffjax.training.loop import TrainResult, train
+from diffjax.training.objectives import Objective, make_objective
 from diffjax.training.optim import ema_decay_at, ema_update, make_optimizer, make_schedule
 from diffjax.training.sharding import (batch_sharding, local_batch_size, make_mesh,
                                        maybe_initialize_distributed, replicated, shard_batch,

@@ -1,0 +1,80 @@
+"""PNG figures: a scatter plot of 2-D samples against data, and image sample grids."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scatter(samples: np.ndarray, data: np.ndarray, path: str, *, title: str = "") -> str:
+    """Side-by-side scatter plots of data and model samples with shared limits."""
+    plt = _pyplot()
+    both = np.concatenate([samples, data])
+    lo, hi = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
+    pad = 0.1 * (hi - lo)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for ax, pts, name in ((axes[0], data, "data"), (axes[1], samples, "samples")):
+        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, color="C0" if name == "data" else "C1")
+        ax.set_title(f"{name} ({len(pts)})")
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def image_grid(images: np.ndarray, path: str, *, max_value: float, title: str = "",
+               max_images: int = 100) -> str:
+    """A square grid of images (N, H, W, C) with levels in [0, max_value]."""
+    plt = _pyplot()
+    images = np.asarray(images)[:max_images]
+    n = len(images)
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    h, w, c = images.shape[1:]
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = \
+            np.asarray(img, np.float32) / max_value
+    fig, ax = plt.subplots(figsize=(min(12, 0.5 + cols * w / 8), min(12, 0.5 + rows * h / 8)))
+    if c == 1:
+        ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(grid, 0, 1), interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def samples_figure(info, samples: np.ndarray, path: str, *, data: Optional[np.ndarray] = None,
+                   title: str = "") -> str:
+    """The launchers' figure for samples in the original range: a scatter plot against
+    ``data`` for 2-D data, an image grid for images."""
+    if len(info.shape) == 1 and info.shape[0] == 2:
+        if data is None:
+            raise ValueError("2-D samples are plotted against data: pass data=")
+        return scatter(samples, data, path, title=title)
+    if len(info.shape) == 3:
+        return image_grid(samples, path, max_value=info.original_range[1], title=title)
+    raise ValueError(f"no figure for examples of shape {info.shape}")

@@ -1,0 +1,125 @@
+r"""Train a diffusion model from a config; then sample, write a figure and a metrics line.
+
+    python -m experiments.train                              # toy default -> ./workdirs/toy
+    python -m experiments.train --config=experiments/configs/digits.py --workdir=/tmp/digits
+    python -m experiments.train --config=experiments/configs/toy.py --config.train.num_steps=500
+
+A run resumes automatically from the latest checkpoint in ``WORKDIR/checkpoints`` (params,
+EMA, optimizer state, step, RNG and data-iterator position), so re-running the same command
+after an interruption -- or with a larger ``--config.train.num_steps`` -- continues where it
+stopped. Outputs in the workdir: ``config.json``, ``checkpoints/``, ``tensorboard/`` (event
+files), ``samples.png`` (2-D: scatter plot of samples vs data; images: sample grid) and
+``train_summary.json`` (the final metrics line). ``--distributed`` calls
+``jax.distributed.initialize()`` first (multi-host jobs; each host reads its own data shard).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from diffjax import training
+from experiments import common, metrics, plots
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(_HERE, "configs", "toy.py")
+
+
+
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, so that the launcher
+    modules can be imported together)."""
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "Training config file (experiments/configs/NAME.py).",
+        lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, figures). "
+                        "Default: ./workdirs/<config.name>.")
+    flags.DEFINE_bool("distributed", False,
+                      "Call jax.distributed.initialize() (multi-host training).")
+
+
+def default_workdir(config) -> str:
+    return os.path.join("workdirs", str(config.name))
+
+
+def final_samples(exp: common.Experiment, params, *, seed: int) -> dict:
+    """Samples with the config's sampler, a figure and the sample-quality figures."""
+    config, info = exp.config, exp.info
+    t0 = time.perf_counter()
+    x, _ = common.sample_from_config(exp.objective, params, info, config,
+                                     int(config.sample.num_samples), seed)
+    samples = info.postprocess(x)
+    seconds = time.perf_counter() - t0
+    reference = None
+    if config.data.name in common.ddata.toy.NAMES:
+        reference = exp.train_data.as_arrays(len(samples), seed=seed)["x"]
+    elif config.data.name != "digits":
+        test = common.build_dataset(config, "test")
+        reference = test.postprocess(test.as_arrays(min(len(samples), 1000))["x"])
+    quality = metrics.sample_quality(config.data.name, samples, reference)
+    if jax.process_index() == 0:
+        path = os.path.join(exp.workdir, "samples.png")
+        plots.samples_figure(info, samples, path, data=reference,
+                             title=f"{config.name}: {len(samples)} samples, "
+                                   f"{config.sample.solver} {config.sample.steps} steps")
+        logging.info("Wrote %s", path)
+    return {"sample_seconds": seconds, "quality": quality}
+
+
+def run(config, workdir: str) -> dict:
+    """Train (or resume) to ``config.train.num_steps``, then sample; returns the summary."""
+    t_start = time.perf_counter()
+    common.save_config(config, workdir)
+    exp = common.Experiment(config, workdir)
+    try:
+        state, data_state = exp.restore_or_init()
+        start_step = int(state.step)
+        batches = exp.data_iterator(data_state)
+        result = training.train(
+            exp.train_step, state, batches, num_steps=int(config.train.num_steps),
+            checkpointer=exp.checkpointer, data_state_fn=batches.get_state,
+            logdir=os.path.join(exp.workdir, common.TENSORBOARD_DIR),
+            log_every=int(config.train.log_every))
+        batches.close()
+        train_seconds = time.perf_counter() - t_start
+        summary = {"config": str(config.name), "dataset": config.data.name,
+                   "num_params": exp.num_params, "start_step": start_step, "step": result.step,
+                   "preempted": result.preempted, "train_seconds": train_seconds,
+                   "train_metrics": result.metrics}
+        if result.preempted:
+            return summary
+        summary.update(final_samples(exp, result.state.ema_params, seed=int(config.seed)))
+    finally:
+        exp.close()
+    summary["total_seconds"] = time.perf_counter() - t_start
+    line = {"step": summary["step"], "loss": summary["train_metrics"].get("loss"),
+            **{k: v for k, v in summary["quality"].items() if not isinstance(v, list)},
+            "total_seconds": round(summary["total_seconds"], 1)}
+    logging.info("final metrics: %s", json.dumps(line))
+    if jax.process_index() == 0:
+        print("final metrics:", json.dumps(line), flush=True)
+        with open(os.path.join(exp.workdir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, default=float)
+    return summary
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    common.quiet_library_logs()
+    FLAGS = flags.FLAGS
+    training.maybe_initialize_distributed(FLAGS.distributed)
+    config = FLAGS.config
+    workdir = FLAGS.workdir or default_workdir(config)
+    logging.info("config %s -> workdir %s; %d devices (%s)", config.name, os.path.abspath(workdir),
+                 jax.device_count(), jax.devices()[0].platform)
+    run(config, workdir)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
