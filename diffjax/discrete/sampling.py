@@ -17,7 +17,8 @@ on the uniform grid ``t_k = t_start (1 - k / steps)``; every time loop is a ``la
   ``max over the batch of the number of distinct reveal steps`` iterations, at most the number of
   masked tokens per sequence (first-hitting sampler, Zheng et al. 2024).
 * ``"confidence"`` (masked, MaskGIT, Chang et al. 2022): at every step draw candidates for all
-  masked tokens and keep the most confident ones (log-probability of the drawn token, plus
+  masked tokens and keep the most confident ones (the model's log-probability of the drawn token
+  before temperature and top-p, plus
   ``confidence_noise * t`` times Gumbel noise as in MaskGIT), as many as the schedule unmasks in
   expectation (``floor(M (1 - alpha(t_{k+1})) / (1 - alpha(t_start)))`` stay masked).
 * ``"left_to_right"`` (masked): the same counts, revealing the leftmost masked tokens first
@@ -27,8 +28,11 @@ on the uniform grid ``t_k = t_start (1 - k / steps)``; every time loop is a ``la
 Options (all samplers): ``temperature`` (0 = greedy) and ``top_p`` (nucleus) act on
 ``p(x0 | x_t)`` and may be traced values (changing them does not recompile; ``top_p=None``
 skips the sort). ``x_init``: the state at ``t_start``; the value ``vocab_size`` (the mask id)
-marks positions to generate, any other token is kept fixed (prompting, infilling). For the
-uniform process the free positions start from uniform noise; ``fixed`` (bool, shape of x)
+marks positions to generate, any other token is kept fixed (prompting, infilling). With the
+masked process this samples the model's conditional exactly (the model sees which tokens are
+given). With the uniform process the free positions start from uniform noise and the kept
+tokens are put back after every step (the "replacement" method): the model cannot tell them
+from noisy tokens, so the conditional is only approximate. ``fixed`` (bool, shape of x)
 overrides which positions are kept (``restore`` starts from a corrupted text with
 ``fixed=False``). Categorical draws use ``draws.categorical`` (exact in the tails).
 
@@ -89,13 +93,14 @@ def _grid(t_start, steps):
 
 
 def _denoiser(model_fn, process, shape, temperature, top_p):
-    """x (B, N) flat, t (B,) -> adjusted log p(x0 | x_t), (B, N, V)."""
+    """x (B, N) flat, t (B,) -> (log p(x0 | x_t), the same after temperature and top-p), (B, N, V)."""
     B = shape[0]
 
     def fn(x, t):
         x_full = x.reshape(shape)
         logp = process.x0_log_probs(model_fn(x_full, jnp.broadcast_to(t, (B,))), x_full)
-        return adjust_log_probs(logp, temperature, top_p).reshape(B, -1, process.vocab_size)
+        logp = logp.reshape(B, -1, process.vocab_size)
+        return logp, adjust_log_probs(logp, temperature, top_p)
 
     return fn
 
@@ -152,7 +157,7 @@ def _masked_step(process, den):
 
     def step(x, t, s, key):
         k_tok, k_rev = jax.random.split(key)
-        cand = categorical(k_tok, den(x, t))
+        cand = categorical(k_tok, den(x, t)[1])
         log_reveal, _ = process.reveal_log_prob(s, t)
         reveal = (x == mask) & (uniform_01(k_rev, x.shape, t.dtype) <= jnp.exp(log_reveal))
         return jnp.where(reveal, cand.astype(x.dtype), x)
@@ -162,7 +167,7 @@ def _masked_step(process, den):
 
 def _uniform_step(process, den):
     def step(x, t, s, key):
-        log_q = process.log_posterior(x, den(x, t), s, t)
+        log_q = process.log_posterior(x, den(x, t)[1], s, t)
         return categorical(key, log_q).astype(x.dtype)
 
     return step
@@ -179,10 +184,10 @@ def _ordered_step(process, den, x0, fixed, ts, method, confidence_noise):
 
     def step(x, t, s, key):
         k_tok, k_noise = jax.random.split(key)
-        logp = den(x, t)
-        cand = categorical(k_tok, logp)
+        logp, adjusted = den(x, t)
+        cand = categorical(k_tok, adjusted)
         masked = (x == mask) & ~fixed
-        if method == "confidence":
+        if method == "confidence":  # the model's own probability of the drawn token, as in MaskGIT
             conf = jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
             score = conf + noise_scale * (s / ts[0]) * jax.random.gumbel(k_noise, conf.shape, conf.dtype)
         else:
@@ -219,7 +224,7 @@ def _first_hitting(process, den, x, fixed, ts, key):
         pending = (x == mask) & (reveal_step < steps)
         next_step = jnp.min(jnp.where(pending, reveal_step, steps), axis=1)
         t = ts[jnp.minimum(next_step, steps - 1)]
-        cand = categorical(k_tok, den(x, t))
+        cand = categorical(k_tok, den(x, t)[1])
         reveal = pending & (reveal_step == next_step[:, None])
         x = jnp.where(reveal, cand.astype(x.dtype), x)
         changed = changed.at[it].set(jnp.sum(reveal, dtype=jnp.int32))

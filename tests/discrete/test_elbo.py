@@ -37,7 +37,7 @@ def test_continuous_integrand_is_the_limit_of_the_step_kl(kind):
     # -> the continuous-time integrand, for any model (here random logits). float64.
     with jax.enable_x64(True):
         K = 4
-        for schedule in ("linear", "cosine", "polynomial"):
+        for schedule in ("linear", "cosine"):
             proc = getattr(dd, kind)(K, schedule)
             pairs = np.array(list(itertools.product(range(K), range(proc.num_states))))
             x0, xt = jnp.asarray(pairs[:, :1]), jnp.asarray(pairs[:, 1:])
