@@ -51,13 +51,13 @@ def categorical(key, logits, axis=-1, shape=None):
     if V < 1:
         raise ValueError("logits must have at least one category")
     shape = tuple(batch) if shape is None else tuple(shape)
-    if len(shape) < len(batch) or jnp.broadcast_shapes(shape[len(shape) - len(batch):], batch) != shape[len(shape) - len(batch):]:
+    batch_b = shape[len(shape) - len(batch):]
+    if len(shape) < len(batch) or jnp.broadcast_shapes(batch_b, batch) != batch_b:
         raise ValueError(f"shape {shape} must end with the batch shape {batch} of logits")
     dt = compute_dtype(logits.dtype)
     logits = logits.astype(dt)
     p = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
     # The batch of distributions, flattened: (M, V); draws: (S, M).
-    batch_b = shape[len(shape) - len(batch):]
     p = jnp.broadcast_to(p, tuple(batch_b) + (V,)).reshape(-1, V)
     M = p.shape[0]
     S = math.prod(shape[: len(shape) - len(batch)])

@@ -106,7 +106,8 @@ def _denoiser(model_fn, process, shape, temperature, top_p):
 
 
 def _scan(step, x, fixed, ts, key, return_trajectory):
-    """Runs ``x <- step(x, fixed, t, s, key)`` over the grid; returns (x, changed, trajectory)."""
+    """Runs ``x <- step(x, t, s, key)`` over the grid (``fixed`` positions kept); returns
+    (x, changed per step, trajectory or None)."""
     keys = jax.random.split(key, ts.shape[0] - 1)
 
     def body(x, inp):
@@ -129,7 +130,8 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "ancestral" and not isinstance(process, MaskedProcess):
-        raise ValueError(f"method={method!r} needs the masked process; use method='ancestral' for {type(process).__name__}")
+        raise ValueError(f"method={method!r} needs the masked process; "
+                         f"use method='ancestral' for {type(process).__name__}")
     k_init, k_run = jax.random.split(key)
     x, fixed, shape = _setup(process, k_init, shape, x_init, fixed)
     ts = _grid(t_start, steps)

@@ -85,8 +85,9 @@ def test_confidence_ordering_reveals_the_most_confident_tokens_first():
     def model(x, t):
         return jnp.broadcast_to(sharp[:, None] * jnp.asarray([1.0, 0.0, -1.0]), x.shape + (3,))
 
-    x, info = jax.jit(lambda k: dd.sample(model, k, (8, 4), process=dd.masked(3, "cosine"), steps=4,
-                                          method="confidence", temperature=0.0, return_trajectory=True))(jax.random.PRNGKey(7))
+    fn = jax.jit(lambda k: dd.sample(model, k, (8, 4), process=dd.masked(3, "cosine"), steps=4, method="confidence",
+                                     temperature=0.0, return_trajectory=True))
+    x, info = fn(jax.random.PRNGKey(7))
     traj = np.asarray(info["trajectory"])
     first_revealed = np.argmax(traj != 3, axis=0)  # step index at which each position appears
     assert np.all(np.diff(first_revealed, axis=1) <= 0)
