@@ -1,0 +1,246 @@
+r"""Train-step benchmark: diffjax (JAX/Flax NNX) vs diffusers' PyTorch ``UNet2DModel``.
+
+    python bench/train.py                      # both cases, both frameworks
+    python bench/train.py --cases digits --steps 20
+
+Cases (the same U-Net layout in both frameworks: channels, residual blocks per level, attention
+resolutions, GroupNorm groups, batch):
+
+* ``digits``: 8x8x1, ch=32, ch_mult=(1, 2), 1 residual block per level, attention in the middle
+  block only, batch 128 (the ``experiments/configs/digits.py`` U-Net);
+* ``unet32``: 32x32x3, ch=64, ch_mult=(1, 2, 2, 2), 2 residual blocks per level, attention at
+  16x16 and in the middle, batch 32 (the DDPM CIFAR-10 layout at half width).
+
+One train step is the same work in both: draw t and noise, x_t = alpha x0 + sigma eps (cosine
+schedule), eps-prediction MSE, backward, global-norm clipping at 1, AdamW, EMA update (0.9999).
+diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of time with
+``jax.jit(...).lower(...).compile()`` (compile time = lower + compile). PyTorch: eager mode
+(the baseline's "compile time" column is its first, warm-up step). Both use every CPU core.
+
+Figures per (case, framework), each measured in a fresh subprocess so that memory figures do
+not mix: examples/s over ``--steps`` timed steps after 2 warm-up steps; compile time; peak
+memory as the growth of the process's max RSS from after model construction to the end of
+the run (``resource.getrusage``), plus, for JAX, XLA's own estimate (arguments + outputs +
+temporaries - aliased, from ``compiled.memory_analysis()``).
+
+PyTorch and diffusers are needed only for the baseline; without them the script says how to
+install them (``pip install torch==2.13.0 diffusers``) and reports the JAX side alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+CASES = {
+    "digits": dict(image_size=8, channels=1, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                   attn_resolutions=(), batch=128),
+    "unet32": dict(image_size=32, channels=3, ch=64, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                   attn_resolutions=(16,), batch=32),
+}
+TORCH_HINT = ("PyTorch/diffusers are not installed; the baseline needs them (only for this "
+              "benchmark):\n    pip install torch==2.13.0 diffusers")
+
+
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups of diffjax's U-Net (min(C // 4, 32), lowered until it divides C)."""
+    g = max(1, min(channels // 4, 32))
+    while channels % g:
+        g -= 1
+    return g
+
+
+# ----------------------------------------------------------------------------------- JAX
+def run_jax(case: dict, steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from diffjax import models, schedules, training
+    from diffjax.training.objectives import make_objective
+
+    b, s, c = case["batch"], case["image_size"], case["channels"]
+    model = models.UNet(c, image_size=s, ch=case["ch"], ch_mult=case["ch_mult"],
+                        num_res_blocks=case["num_res_blocks"],
+                        attn_resolutions=case["attn_resolutions"], dropout=0.0, rngs=nnx.Rngs(0))
+    num_params = models.count_params(model)
+    objective, params = make_objective(model, schedule=schedules.cosine(), prediction="eps",
+                                       weighting="simple")
+    opt = dict(learning_rate=1e-4, total_steps=10_000, grad_clip=1.0)
+    optimizer = training.make_optimizer(opt)
+    mesh = training.make_mesh(1)
+    step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999)
+    state = step.place(training.create_train_state(params, optimizer, rng=0))
+    rng = np.random.default_rng(0)
+    batch = training.shard_batch({"x": rng.uniform(-1, 1, (b, s, s, c)).astype(np.float32)}, mesh)
+    jax.block_until_ready((state, batch))
+    rss0 = _max_rss_mib()
+
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    xla_bytes = None
+    if mem is not None:
+        xla_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                     + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+
+    for _ in range(2):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        state, metrics = compiled(state, batch)
+        if i % 8 == 7:
+            jax.block_until_ready(metrics)
+    jax.block_until_ready(metrics)
+    dt = time.perf_counter() - t0
+    return dict(framework="jax", params=num_params, examples_per_s=b * steps / dt,
+                step_ms=1e3 * dt / steps, compile_s=compile_s, peak_rss_delta_mib=_max_rss_mib() - rss0,
+                xla_memory_mib=None if xla_bytes is None else xla_bytes / 2**20,
+                loss=float(metrics["loss"]), device=str(jax.devices()[0].platform))
+
+
+# ----------------------------------------------------------------------------------- PyTorch
+def run_torch(case: dict, steps: int) -> dict:
+    import math
+
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    b, s, c = case["batch"], case["image_size"], case["channels"]
+    widths = tuple(case["ch"] * m for m in case["ch_mult"])
+    res = [s // 2**i for i in range(len(widths))]
+    down = tuple("AttnDownBlock2D" if r in case["attn_resolutions"] else "DownBlock2D" for r in res)
+    up = tuple("AttnUpBlock2D" if r in case["attn_resolutions"] else "UpBlock2D"
+               for r in reversed(res))
+    groups = min(_groups(w) for w in widths)
+    model = UNet2DModel(
+        sample_size=s, in_channels=c, out_channels=c, block_out_channels=widths,
+        layers_per_block=case["num_res_blocks"], down_block_types=down, up_block_types=up,
+        norm_num_groups=groups, attention_head_dim=None, dropout=0.0,
+        time_embedding_type="positional", add_attention=True)
+    num_params = sum(p.numel() for p in model.parameters())
+    ema = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(b, c, s, s, generator=gen) * 2 - 1
+    lo, hi = math.atan(math.exp(-10.0)), math.atan(math.exp(10.0))  # cosine, logsnr in [-20, 20]
+
+    def train_step():
+        t = torch.rand(b, generator=gen)
+        theta = lo + t * (hi - lo)
+        alpha, sigma = torch.cos(theta).view(b, 1, 1, 1), torch.sin(theta).view(b, 1, 1, 1)
+        eps = torch.randn(x0.shape, generator=gen)
+        out = model(alpha * x0 + sigma * eps, t * 1000).sample
+        loss = torch.mean((out - eps) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - 0.9999)
+        return loss
+
+    model.train()
+    rss0 = _max_rss_mib()
+    t0 = time.perf_counter()
+    train_step()
+    first_s = time.perf_counter() - t0
+    train_step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = train_step()
+    dt = time.perf_counter() - t0
+    return dict(framework="torch", params=num_params, examples_per_s=b * steps / dt,
+                step_ms=1e3 * dt / steps, compile_s=first_s, peak_rss_delta_mib=_max_rss_mib() - rss0,
+                xla_memory_mib=None, loss=float(loss), threads=torch.get_num_threads(),
+                versions=f"torch {torch.__version__}")
+
+
+# ----------------------------------------------------------------------------------- driver
+def _torch_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "diffusers"))
+
+
+def _worker(framework: str, case: str, steps: int) -> None:
+    fn = run_jax if framework == "jax" else run_torch
+    print("RESULT " + json.dumps(fn(CASES[case], steps)), flush=True)
+
+
+def _spawn(framework: str, case: str, steps: int) -> dict:
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework,
+                           "--cases", case, "--steps", str(steps)], env=env, capture_output=True,
+                          text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{framework}/{case} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="digits,unet32", help="comma-separated: digits, unet32")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps (default: 20 for digits, 5 for unet32)")
+    parser.add_argument("--frameworks", default="jax,torch")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in CASES:
+            parser.error(f"--cases must name cases among {sorted(CASES)}, got {c!r}")
+    if args.worker:
+        _worker(args.worker, cases[0], args.steps)
+        return
+    frameworks = [f.strip() for f in args.frameworks.split(",")]
+    if "torch" in frameworks and not _torch_available():
+        print(TORCH_HINT + "\n", flush=True)
+        frameworks = [f for f in frameworks if f != "torch"]
+    print(f"CPU cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f} "
+          f"(other processes share these cores: compare ratios, not absolute numbers)\n")
+    header = (f"{'case':8} {'framework':9} {'params':>10} {'batch':>5} {'examples/s':>11} "
+              f"{'step ms':>9} {'compile s':>10} {'peak RSS +MiB':>14} {'XLA est. MiB':>13}")
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for case in cases:
+        steps = args.steps or (20 if case == "digits" else 5)
+        for fw in frameworks:
+            r = _spawn(fw, case, steps)
+            results[(case, fw)] = r
+            print(f"{case:8} {fw:9} {r['params']:>10,} {CASES[case]['batch']:>5} "
+                  f"{r['examples_per_s']:>11.1f} {r['step_ms']:>9.1f} {r['compile_s']:>10.2f} "
+                  f"{r['peak_rss_delta_mib']:>14.1f} {_fmt(r['xla_memory_mib'], '>13.1f')}",
+                  flush=True)
+    print()
+    for case in cases:
+        if (case, "jax") in results and (case, "torch") in results:
+            j, t = results[(case, "jax")], results[(case, "torch")]
+            print(f"{case}: diffjax / diffusers examples/s = "
+                  f"{j['examples_per_s'] / t['examples_per_s']:.2f}x; peak RSS growth ratio "
+                  f"{j['peak_rss_delta_mib'] / max(t['peak_rss_delta_mib'], 1e-9):.2f}; "
+                  f"params {j['params']:,} vs {t['params']:,}")
+    print("(torch: eager mode; its 'compile s' is the first step. JAX compile = lower + compile.)")
+
+
+if __name__ == "__main__":
+    main()
