@@ -92,8 +92,20 @@ def _dtype(name: str):
 
 
 # ---------------------------------------------------------------------------- builders
+def is_text(config) -> bool:
+    """A text config (discrete diffusion on characters, handled by ``experiments.text_task``)."""
+    return config.data.name in ddata.text.NAMES
+
+
+def _text_task():
+    from experiments import text_task  # imported lazily: it imports this module
+    return text_task
+
+
 def build_dataset(config, split: str) -> ddata.Dataset:
     d = config.data
+    if is_text(config):
+        return _text_task().build_dataset(config, split)
     options = {}
     if d.name not in ddata.toy.NAMES:
         options = dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
@@ -102,6 +114,8 @@ def build_dataset(config, split: str) -> ddata.Dataset:
 
 def build_model(config, info: ddata.DatasetInfo) -> nnx.Module:
     m = config.model
+    if m.name == "token_transformer":
+        return _text_task().build_model(config, info)
     rngs = nnx.Rngs(int(config.seed))
     num_classes = info.num_classes if m.get("class_conditional", False) else None
     if m.get("class_conditional", False) and num_classes is None:
@@ -124,7 +138,8 @@ def build_model(config, info: ddata.DatasetInfo) -> nnx.Module:
             resample_with_conv=bool(m.get("resample_with_conv", True)),
             scale_shift=bool(m.get("scale_shift", False)), attn_heads=int(m.get("attn_heads", 1)),
             **common)
-    raise ValueError(f"model.name must be one of ['mlp', 'unet'], got {m.name!r}")
+    raise ValueError(f"model.name must be one of ['mlp', 'unet', 'token_transformer'], "
+                     f"got {m.name!r}")
 
 
 def build_schedule(config) -> schedules.Schedule:
@@ -134,6 +149,8 @@ def build_schedule(config) -> schedules.Schedule:
 
 def build_objective(config, model: nnx.Module):
     """``(objective, params)`` for ``model`` from ``config.diffusion``."""
+    if is_text(config):
+        return _text_task().build_objective(config, model)
     d = config.diffusion
     return make_objective(
         model, schedule=build_schedule(config), prediction=d.prediction, loss=d.loss,

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import common, metrics, plots
+from experiments import common, metrics, plots, text_task
 
 METRICS_FILE = "metrics.json"
 
@@ -39,6 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_string("solver", None, "Sampler; default: config.")
     flags.DEFINE_integer("steps", None, "Sampler steps; default: config.")
     flags.DEFINE_integer("seed", None, "Evaluation seed; default: config.eval.seed.")
+    text_task.define_evaluate_flags()  # --elbo_samples, --elbo_steps, --spell_t (text runs)
 
 
 def _heldout(config, num: int, seed: int):
@@ -58,6 +59,9 @@ def evaluate(workdir: str, *, num_samples=None, nll_examples=None, solver=None, 
     """Compute the metrics of ``workdir``'s latest checkpoint and write ``metrics.json``."""
     t_start = time.perf_counter()
     config = common.load_config(workdir)
+    if common.is_text(config):
+        return text_task.evaluate(workdir, num_samples=num_samples, nll_examples=nll_examples,
+                                  solver=solver, steps=steps, seed=seed)
     ev = config.eval
     seed = int(ev.seed if seed is None else seed)
     num_samples = int(ev.num_samples if num_samples is None else num_samples)
@@ -129,6 +133,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.quiet_library_logs()
     FLAGS = flags.FLAGS
+    if common.is_text(common.load_config(FLAGS.workdir)):
+        text_task.evaluate_main(FLAGS)
+        return
     out = evaluate(FLAGS.workdir, num_samples=FLAGS.num_samples, nll_examples=FLAGS.nll_examples,
                    solver=FLAGS.solver, steps=FLAGS.steps, seed=FLAGS.seed)
     headline = {k: v for k, v in out["sample_quality"].items() if not isinstance(v, list)}

@@ -7,7 +7,9 @@ Samples are written in the dataset's original value range: toy data as raw float
 coordinates ``(N, 2)``; digits as uint8 levels 0..16 ``(N, 8, 8, 1)``; TFDS images as uint8
 0..255 ``(N, H, W, C)``. For a class-conditional model the labels (cycling through the
 classes) go to ``FILE_labels.npy``. The sampler defaults to the run's config
-(``config.sample``).
+(``config.sample``). Text runs (``experiments.text_task``) write one sample per line to a
+text file (default ``WORKDIR/samples.txt``) and take ``--temperature``, ``--top_p`` and
+``--prompt``; ``--solver`` is then one of ancestral, first_hitting, confidence, left_to_right.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import common
+from experiments import text_task
 
 
 def define_flags() -> None:
     """The command-line flags (defined only when run as a script)."""
+    text_task.define_sample_flags()  # --temperature, --top_p, --prompt (text runs)
     flags.DEFINE_string("workdir", None, "Directory of a training run.", required=True)
     flags.DEFINE_integer("num_samples", 1000, "Number of samples.")
     flags.DEFINE_string("output", None, "Output .npy file (default WORKDIR/samples.npy).")
@@ -56,6 +60,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.quiet_library_logs()
     FLAGS = flags.FLAGS
+    if common.is_text(common.load_config(FLAGS.workdir)):  # text: discrete samplers, .txt out
+        text_task.sample_main(FLAGS)
+        return
     output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.npy")
     t0 = time.perf_counter()
     samples, labels, step = draw(FLAGS.workdir, FLAGS.num_samples, solver=FLAGS.solver,

@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from diffjax import training
-from experiments import common, metrics, plots
+from experiments import common, metrics, plots, text_task
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "toy.py")
@@ -92,7 +92,8 @@ def run(config, workdir: str) -> dict:
                    "train_metrics": result.metrics}
         if result.preempted:
             return summary
-        summary.update(final_samples(exp, result.state.ema_params, seed=int(config.seed)))
+        finish = text_task.final_samples if common.is_text(config) else final_samples
+        summary.update(finish(exp, result.state.ema_params, seed=int(config.seed)))
     finally:
         exp.close()
     summary["total_seconds"] = time.perf_counter() - t_start

@@ -1,0 +1,178 @@
+"""Discrete objectives: the glue between a token model and the discrete diffusion processes.
+
+The discrete twin of :mod:`diffjax.training.objectives`. A :class:`DiscreteObjective` holds
+a token model's graph definitions (a training variant with dropout active and an inference
+variant without) and a :mod:`diffjax.discrete` process (masked or uniform), and turns
+parameters into the two pure functions the rest of diffjax consumes::
+
+    model = models.TokenTransformer(27, seq_len=128, dim=256, depth=6, rngs=nnx.Rngs(0))
+    objective, params = make_discrete_objective(model, process=discrete.masked(27))
+    step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh)
+    ...
+    tokens, info = discrete.sample(objective.model_fn(state.ema_params), key, (8, 128),
+                                   process=objective.process, steps=128)
+
+``loss_fn(params, batch, key) -> (loss, metrics)``
+    ``batch[x_key]`` holds integer tokens ``x0`` of shape ``(B, L)`` (t = 0 is data, t = 1
+    noise). The key is split once, ``k_loss, k_dropout = jax.random.split(key)``: ``k_loss``
+    goes to the process's bound exactly as ``process.nelbo(model_fn, x0, k_loss,
+    num_steps=num_steps, antithetic=antithetic)`` (time and token draws), ``k_dropout`` to
+    the model's dropout layers. The loss is that negative ELBO in **nats per token**: the
+    per-sequence bound summed over the batch and divided by the number of tokens (a boolean
+    ``batch["mask"]`` of padding rows is honoured). ``loss="hybrid"`` uses D3PM's hybrid loss
+    (``process.hybrid_loss`` with ``ce_weight``) instead. Metrics: ``nelbo`` (nats/token) and
+    ``bits_per_token`` for ``loss="nelbo"``. The process computes log-probabilities and the
+    bound in at least float32 whatever the model's compute dtype (bf16 / fp16 models).
+
+    With ``num_steps=None`` this is the continuous-time bound (MDLM / MD4 for the masked
+    process); an int ``T`` trains the T-step discrete-time bound (Hoogeboom et al. / D3PM).
+    ``antithetic=True`` stratifies the times across the batch (each sequence's estimate stays
+    unbiased).
+
+``model_fn(params, cond=None) -> model_fn(x_t, t) -> logits (B, L, vocab_size)``
+    The inference network (dropout off) for the samplers (``diffjax.discrete.sample``), the
+    ELBOs (``process.nelbo``) and spell checking (``diffjax.discrete.restore``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffjax.discrete.processes import DiscreteProcess, MaskedProcess
+
+__all__ = ["DISCRETE_LOSSES", "DiscreteObjective", "make_discrete_objective"]
+
+DISCRETE_LOSSES = ("nelbo", "hybrid")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteObjective:
+    """A discrete diffusion objective for one NNX token model; build it with
+    :func:`make_discrete_objective`. All attributes are static; parameters are passed to the
+    methods, so ``loss_fn`` and ``model_fn`` are pure and jittable."""
+
+    train_graphdef: Any
+    eval_graphdef: Any
+    rest: Any
+    process: DiscreteProcess
+    loss: str = "nelbo"
+    num_steps: Optional[int] = None
+    ce_weight: float = 0.01
+    antithetic: bool = True
+    num_classes: Optional[int] = None
+    null_class: Optional[int] = None
+    x_key: str = "x"
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.process.vocab_size
+
+    # ------------------------------------------------------------------ the network
+    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
+              *, train: bool = False, rngs: Any = None) -> jax.Array:
+        """The raw logits ``model(x, t, cond)`` (training variant if ``train``)."""
+        graphdef = self.train_graphdef if train else self.eval_graphdef
+        model = nnx.merge(graphdef, params, self.rest)
+        if self.conditional:
+            return model(x, t, cond, rngs=rngs)
+        if cond is not None:
+            raise ValueError("cond was given but the model has no classes (num_classes=None).")
+        return model(x, t, rngs=rngs)
+
+    def model_fn(self, params: Any, cond: Optional[jax.Array] = None):
+        """A plain ``model_fn(x_t, t) -> logits`` (inference mode) for the samplers and ELBOs.
+        On a class-conditional model ``cond=None`` is the null class."""
+        if cond is not None and not self.conditional:
+            raise ValueError("cond was given but the model has no classes (num_classes=None).")
+        if cond is None:
+            return lambda x, t: self.apply(params, x, t)
+        cond = jnp.asarray(cond)
+        return lambda x, t: self.apply(params, x, t, jnp.broadcast_to(cond, (x.shape[0],)))
+
+    # ------------------------------------------------------------------ the bound
+    def per_sequence(self, model_fn, x0: jax.Array, key: jax.Array) -> jax.Array:
+        """The training objective per sequence in nats, shape (B,): ``process.nelbo`` or
+        ``process.hybrid_loss`` with this objective's options."""
+        if self.loss == "hybrid":
+            return self.process.hybrid_loss(model_fn, x0, key, num_steps=self.num_steps,
+                                            ce_weight=self.ce_weight, antithetic=self.antithetic)
+        return self.process.nelbo(model_fn, x0, key, num_steps=self.num_steps,
+                                  antithetic=self.antithetic)
+
+    def loss_fn(self, params: Any, batch: Mapping[str, jax.Array], key: jax.Array):
+        """``(loss in nats/token, metrics)`` for ``training.make_train_step`` (module
+        docstring)."""
+        if self.x_key not in batch:
+            raise ValueError(f"batch has no {self.x_key!r} entry (x_key); entries: {sorted(batch)}")
+        x0 = jnp.asarray(batch[self.x_key])
+        if not jnp.issubdtype(x0.dtype, jnp.integer) or x0.ndim < 2:
+            raise ValueError(f"batch[{self.x_key!r}] must hold integer tokens of shape (B, L), "
+                             f"got {x0.dtype} {x0.shape}")
+        k_loss, k_dropout = jax.random.split(key)
+
+        def model_fn(x, t):
+            return self.apply(params, x, t, train=True, rngs=k_dropout)
+
+        per_seq = self.per_sequence(model_fn, x0, k_loss).astype(jnp.float32)
+        tokens_per_seq = math.prod(x0.shape[1:])
+        mask = batch.get("mask")
+        if mask is None:
+            loss = jnp.mean(per_seq) / tokens_per_seq
+        else:
+            w = jnp.asarray(mask).astype(jnp.float32)
+            loss = jnp.sum(per_seq * w) / (jnp.maximum(jnp.sum(w), 1.0) * tokens_per_seq)
+        metrics = {}
+        if self.loss == "nelbo":
+            metrics = {"nelbo": loss, "bits_per_token": loss / math.log(2.0)}
+        return loss, metrics
+
+
+def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
+                            loss: str = "nelbo", num_steps: Optional[int] = None,
+                            ce_weight: float = 0.01, antithetic: bool = True,
+                            x_key: str = "x"):
+    """Split ``model`` and build its :class:`DiscreteObjective`; returns
+    ``(objective, params)`` (``params``: the ``nnx.Param`` state for
+    ``training.create_train_state``).
+
+    ``model(tokens, t)`` must return logits over ``process.vocab_size`` tokens; for the masked
+    process its input vocabulary must include the mask id ``vocab_size`` (a
+    :class:`diffjax.models.TokenTransformer` with ``num_extra_tokens >= 1``).
+    """
+    if not isinstance(process, DiscreteProcess):
+        raise ValueError(f"process must be a diffjax.discrete process (masked(...) or "
+                         f"uniform(...)), got {process!r}")
+    if loss not in DISCRETE_LOSSES:
+        raise ValueError(f"loss must be one of {list(DISCRETE_LOSSES)}, got {loss!r}")
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int)
+                                  or num_steps < 1):
+        raise ValueError(f"num_steps must be None (continuous time) or an int >= 1, "
+                         f"got {num_steps!r}")
+    if not ce_weight >= 0.0:
+        raise ValueError(f"ce_weight must be >= 0, got {ce_weight!r}")
+    model_vocab = getattr(model, "vocab_size", None)
+    if model_vocab is not None and model_vocab != process.vocab_size:
+        raise ValueError(f"the model has vocab_size={model_vocab} but the process has "
+                         f"vocab_size={process.vocab_size}")
+    if isinstance(process, MaskedProcess) and getattr(model, "num_extra_tokens", 1) < 1:
+        raise ValueError("the masked process needs a model whose input vocabulary has the mask "
+                         "token (num_extra_tokens >= 1)")
+    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
+    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
+    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+    objective = DiscreteObjective(
+        train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, process=process,
+        loss=loss, num_steps=num_steps, ce_weight=float(ce_weight), antithetic=bool(antithetic),
+        num_classes=getattr(model, "num_classes", None),
+        null_class=getattr(model, "null_class", None), x_key=x_key)
+    return objective, params
