@@ -1,9 +1,12 @@
-"""Small model factories and a parameter perturbation for tests/models (imported by the tests).
+"""Small model factories for tests/models (imported by the tests).
 
-Flax initialises eagerly and every new parameter shape costs an XLA compilation, so models
-are built once per configuration and handed out as independent clones.
+Flax initialises eagerly and every new parameter shape costs an XLA compilation (about
+half a second on CPU), so Flax's own initialisation is used only where a test is about it
+(:func:`make_model`, built once per configuration and handed out as clones); every other
+test takes generic random parameters drawn with numpy (:func:`random_model`).
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -14,48 +17,67 @@ from diffjax.models import MLP, PatchTransformer, TokenTransformer, UNet
 
 MODELS = ("mlp", "unet", "tokens", "patches")
 VOCAB = 11  # TokenTransformer vocab; id 11 is the mask token
+# Labels for the standard (num_classes=3) models, the null class 3 included. Tests pass
+# labels to every forward so that one compiled signature serves them all; cond=None is
+# tested where it is resolved (diffjax.models.embeddings.Conditioning).
+LABELS = np.array([0, 1, 2, 3], np.int32)
+# The standard test configuration: class-conditional with dropout, so one configuration
+# (one XLA compilation per call signature) serves most tests.
+DEFAULTS = {"num_classes": 3, "dropout": 0.1}
 
 
-def perturb(model, seed=0, scale=0.1):
-    """Adds N(0, scale^2) noise (numpy, no compilation) to every parameter, so that
-    zero-initialised output layers and adaLN-Zero gates no longer hide the network."""
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model, nnx.Param)
-    noisy = jax.tree.map(
-        lambda p: jnp.asarray(np.asarray(p) + scale * rng.standard_normal(p.shape), p.dtype),
-        state,
-    )
-    nnx.update(model, noisy)
-    return model
-
-
-@functools.lru_cache(maxsize=None)
-def _build(name, items):
-    kw = dict(items)
-    rngs = nnx.Rngs(kw.pop("seed", 0))
+def _construct(name, **kw):
+    rngs = nnx.Rngs(0)
     if name == "mlp":
         return MLP(2, hidden=32, depth=2, time_embed_dim=16, rngs=rngs, **kw)
     if name == "unet":
-        return UNet(1, image_size=8, ch=16, ch_mult=(1, 2), num_res_blocks=1,
+        # Few distinct parameter shapes (each costs a compilation at init); channel
+        # changes are exercised by the 28x18 U-Net test.
+        return UNet(1, image_size=8, ch=16, ch_mult=(1, 1), num_res_blocks=1,
                     attn_resolutions=(4,), rngs=rngs, **kw)
     if name == "tokens":
         return TokenTransformer(VOCAB, seq_len=8, dim=32, depth=2, heads=4, cond_dim=16,
                                 rngs=rngs, **kw)
     if name == "patches":
         return PatchTransformer(2, image_size=8, patch_size=2, dim=32, depth=2, heads=4,
-                                rngs=rngs, **kw)
+                                cond_dim=16, rngs=rngs, **kw)
     raise KeyError(name)
 
 
-# The standard test configuration: class-conditional with dropout, so one configuration
-# (one XLA compilation per call signature) serves most tests.
-DEFAULTS = {"num_classes": 3, "dropout": 0.1}
+@functools.lru_cache(maxsize=None)
+def _initialised(name, items):
+    return _construct(name, **dict(items))
 
 
 def make_model(name, **kw):
-    """A fresh (independent) tiny model of family ``name`` in eval mode; ``kw`` overrides
-    :data:`DEFAULTS` and the family's configuration."""
-    model = nnx.clone(_build(name, tuple(sorted({**DEFAULTS, **kw}.items()))))
+    """A fresh (independent) Flax-initialised tiny model of family ``name``, in eval mode;
+    ``kw`` overrides :data:`DEFAULTS` and the family's configuration."""
+    model = nnx.clone(_initialised(name, tuple(sorted({**DEFAULTS, **kw}.items()))))
+    model.eval()
+    return model
+
+
+def random_model(name=None, *, ctor=None, seed=0, **kw):
+    """A model (family ``name`` with ``kw`` as in :func:`make_model`, or ``ctor()``) in eval
+    mode whose variables are generic random values from numpy: weights N(0, 1/fan_in),
+    norm scales 1 + N(0, 0.1^2), everything else (biases, zero-initialised output layers,
+    adaLN-Zero gates) N(0, 0.1^2). No Flax initialisation runs, so nothing is compiled."""
+    if ctor is None:
+        ctor = functools.partial(_construct, name, **{**DEFAULTS, **kw})
+    model = nnx.eval_shape(ctor)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, v):
+        if path[-1] == "scale":
+            x = 1.0 + 0.1 * rng.standard_normal(v.shape)
+        elif len(v.shape) >= 2:
+            x = rng.standard_normal(v.shape) / math.sqrt(math.prod(v.shape[:-1]))
+        else:
+            x = 0.1 * rng.standard_normal(v.shape)
+        return jnp.asarray(x, v.dtype)
+
+    flat = nnx.to_flat_state(nnx.state(model))
+    nnx.update(model, nnx.from_flat_state([(path, v.replace(draw(path, v))) for path, v in flat]))
     model.eval()
     return model
 

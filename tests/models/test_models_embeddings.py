@@ -68,10 +68,13 @@ def test_class_embedding_null_class():
         ce(jnp.array([0.0, 1.0]), 2)
 
 
-def test_conditioning_refuses_labels_without_classes():
-    c = E.Conditioning(8, rngs=nnx.Rngs(0))
+def test_conditioning_none_is_the_null_class():
+    c = E.Conditioning(8, num_classes=3, rngs=nnx.Rngs(0))
+    t = jnp.array([0.1, 0.7])
+    np.testing.assert_array_equal(c(t, None, 2), c(t, jnp.array([3, 3]), 2))
+    np.testing.assert_array_equal(c(t, jnp.array([3, 3]), 2) - c.classes(None, 2), c.time(t))
     with pytest.raises(ValueError, match="num_classes=None"):
-        c(0.5, jnp.array([1]), 1)
+        E.Conditioning(8, rngs=nnx.Rngs(0))(0.5, jnp.array([1]), 1)
 
 
 def test_adaln_zero_and_modulate():

@@ -1,4 +1,6 @@
 """Dtype policy, dropout modes, pure-function use under jit/grad, and accounting helpers."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,9 @@ from flax import nnx
 
 from diffjax.models import MLP, UNet, count_params, flops_per_example
 from diffjax.models.layers import dropout_rngs
-from models_helpers import MODELS, forward, make_input, make_model, maxabs, perturb, strong
+from models_helpers import (
+    LABELS, MODELS, VOCAB, forward, make_input, make_model, maxabs, random_model, strong,
+)
 
 
 def _rel_err(a, b):
@@ -17,14 +21,14 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_bf16_compute_keeps_float32_params_time_and_output(name):
-    m32 = perturb(make_model(name))
-    m16 = make_model(name, dtype=jnp.bfloat16)
-    nnx.update(m16, nnx.state(m32, nnx.Param))
+    m32 = random_model(name)
+    m16 = random_model(name, dtype=jnp.bfloat16, seed=1)
+    nnx.update(m16, nnx.state(m32, nnx.Param))  # the same parameters
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(m16, nnx.Param)))
     # Same input at the two ends of time, 1e-3 apart (the same number in bfloat16).
-    x = jnp.repeat(make_input(name, batch=1), 4, axis=0)
-    t = jnp.array([0.0, 1e-3, 1.0 - 1e-3, 1.0])
-    y32, y16 = forward(m32, x, t), forward(m16, x, t)
+    x = np.repeat(make_input(name, batch=1), 4, axis=0)
+    t = np.array([0.0, 1e-3, 1.0 - 1e-3, 1.0])
+    y32, y16 = forward(m32, x, t, LABELS), forward(m16, x, t, LABELS)
     assert y16.dtype == jnp.float32 and np.all(np.isfinite(y16))
     assert _rel_err(y16, y32) < 0.03  # measured 0.2-1% on these configurations
     scale = maxabs(y16)
@@ -32,58 +36,67 @@ def test_bf16_compute_keeps_float32_params_time_and_output(name):
     assert maxabs(y16[2], y16[3]) > 1e-3 * scale
 
 
-@pytest.mark.parametrize("name", ["unet", "tokens"])
-def test_dropout_only_in_training_mode(name):
-    model = perturb(make_model(name))  # dropout=0.1
-    x, t, _ = strong(make_input(name), np.full(4, 0.4))
-    train_fwd = nnx.jit(lambda m, x, t, key: m(x, t, rngs=key))
+def _target(name):
+    shape = (4, 8, VOCAB) if name == "tokens" else make_input(name).shape
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _pure_train_loss(name):
+    """A training-mode model (dropout 0.1) as a pure function: ``(graphdef, params)`` and
+    the jitted ``value_and_grad`` of a squared-error loss in ``(params, dropout_key)``."""
+    model = random_model(name)
     model.train()
-    a = train_fwd(model, x, t, jax.random.key(0))
-    b = train_fwd(model, x, t, jax.random.key(1))
-    a2 = train_fwd(model, x, t, jax.random.key(0))
-    assert maxabs(a, b) > 1e-4  # fresh masks per key
-    np.testing.assert_array_equal(a, a2)  # explicit keys: reproducible
-    with pytest.raises(ValueError, match="rngs=key"):
-        model(x, t)
-    model.eval()
-    e1, e2 = forward(model, x, t), forward(model, x, t)
-    np.testing.assert_array_equal(e1, e2)
-    assert maxabs(e1, a) > 1e-4
-    # A model built without dropout needs no key in training mode.
-    no_drop = make_model(name, dropout=0.0)
-    no_drop.train()
-    assert dropout_rngs(no_drop, None) is None
+    graphdef, params = nnx.split(model)
+    x, t, cond = strong(make_input(name), np.array([0.1, 0.5, 0.9, 1.0]), LABELS)
+    target = jnp.asarray(_target(name))
+
+    def loss_fn(params, key):
+        out = nnx.merge(graphdef, params)(x, t, cond, rngs=key)
+        return jnp.mean((out - target) ** 2)
+
+    return model, params, jax.jit(jax.value_and_grad(loss_fn))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_pure_function_under_jit_and_grad(name):
-    model = make_model(name)  # dropout=0.1, num_classes=3; at init: zero output layer
-    model.train()
-    graphdef, params = nnx.split(model)
-    x = make_input(name)
-    t = jnp.array([0.1, 0.5, 0.9, 1.0])
-    cond = jnp.array([0, 1, 3, 2])
-    target_rng = np.random.default_rng(0)
-
-    def loss_fn(params, key):
-        out = nnx.merge(graphdef, params)(x, t, cond, rngs=key)
-        target = jnp.asarray(target_rng.standard_normal(out.shape), jnp.float32)
-        return jnp.mean((out - target) ** 2)
-
-    value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
+    model, params, value_and_grad = _pure_train_loss(name)
     key = jax.random.key(0)
     loss, grads = value_and_grad(params, key)
     # (Checks in numpy: per-leaf jnp ops would compile once per parameter shape.)
     leaves = [np.asarray(g) for g in jax.tree.leaves(grads)]
     assert all(np.all(np.isfinite(g)) for g in leaves)
     assert sum(float(np.sum(g ** 2)) for g in leaves) > 0
-    # One SGD step lowers the loss (same dropout key), and the pure calls left the model
-    # object untouched.
-    stepped = jax.tree.map(lambda p, g: jnp.asarray(np.asarray(p) - 0.1 * np.asarray(g)),
+    # A short step against the gradient lowers the loss (same dropout key), and the pure
+    # calls left the model object untouched.
+    lr = 1e-2 / np.sqrt(sum(float(np.sum(g ** 2)) for g in leaves))
+    stepped = jax.tree.map(lambda p, g: jnp.asarray(np.asarray(p) - lr * np.asarray(g)),
                            params, grads)
     assert float(value_and_grad(stepped, key)[0]) < float(loss)
     assert all(np.array_equal(a, b) for a, b in
                zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(params)))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dropout_only_in_training_mode(name):
+    model, params, value_and_grad = _pure_train_loss(name)
+    train_loss = lambda seed: float(value_and_grad(params, jax.random.key(seed))[0])
+    assert train_loss(0) == train_loss(0)  # explicit keys: reproducible
+    assert train_loss(0) != train_loss(1)  # fresh masks per key
+    with pytest.raises(ValueError, match="rngs=key"):
+        model(make_input(name), 0.5, LABELS)  # training mode, no key
+    model = nnx.clone(model)
+    model.eval()
+    x, t = make_input(name), np.array([0.1, 0.5, 0.9, 1.0])
+    e1, e2 = forward(model, x, t, LABELS), forward(model, x, t, LABELS)
+    np.testing.assert_array_equal(e1, e2)
+    eval_loss = float(np.mean((e1 - _target(name)) ** 2))
+    assert abs(eval_loss - train_loss(0)) > 1e-6 * eval_loss
+    # A model built without dropout needs no key in training mode.
+    no_drop = random_model(name, dropout=0.0)
+    no_drop.train()
+    assert dropout_rngs(no_drop, None) is None
+
 
 def test_count_params_closed_form_and_abstract():
     model = make_model("mlp")  # MLP(2, hidden=32, depth=2, time_embed_dim=16, num_classes=3)
