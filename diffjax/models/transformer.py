@@ -208,9 +208,10 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         )
 
     @property
-    def mask_id(self) -> int:
-        """The first extra token id (``vocab_size``): the mask token."""
-        return self.vocab_size
+    def mask_id(self) -> int | None:
+        """The first extra token id (``vocab_size``), the mask token; None without extra
+        tokens (uniform / multinomial diffusion)."""
+        return self.vocab_size if self.num_extra_tokens else None
 
     def __call__(self, tokens, t, cond=None, *, rngs=None) -> jax.Array:
         tokens = jnp.asarray(tokens)

@@ -48,8 +48,8 @@ def flops_per_example(
     input_dtype = input_dtype or _default_input_dtype(model)
     if conditional is None:
         conditional = getattr(model, "num_classes", None) is not None
-    graphdef, params, rest = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False),
-                                       nnx.Param, ...)
+    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    graphdef, params, rest = nnx.split(eval_model, nnx.Param, ...)
 
     def forward(params, x, t, cond):
         m = nnx.merge(graphdef, params, rest)

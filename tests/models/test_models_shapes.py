@@ -86,6 +86,10 @@ def test_token_transformer_vocab_and_lengths():
         model(jnp.zeros((4, 9), jnp.int32), 1.0)
     with pytest.raises(ValueError, match="integer"):
         model(jnp.zeros((4, 4)), 1.0)
+    uniform = random_model("tokens", num_extra_tokens=0)  # no mask token
+    assert uniform.mask_id is None
+    with pytest.raises(ValueError, match=r"\[0, 10\]"):
+        uniform(jnp.full((4, 5), 11), 1.0)
     with pytest.raises(ValueError, match="positions"):
         make_model("tokens", positions="alibi")
     with pytest.raises(ValueError, match="even head dimension"):
