@@ -20,7 +20,9 @@ diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of tim
 Figures per (case, framework), each measured in a fresh subprocess so that memory figures do
 not mix: examples/s over ``--steps`` timed steps after 2 warm-up steps; compile time; peak
 memory as the growth of the process's max RSS from after model construction to the end of
-the run (``resource.getrusage``), plus, for JAX, XLA's own estimate (arguments + outputs +
+the run (``resource.getrusage``; for JAX this peak includes the XLA compiler's own memory),
+the growth of the current RSS over the run (what stays resident: buffers, optimizer state, the
+executable), and, for JAX, XLA's estimate of the step's buffers (arguments + outputs +
 temporaries - aliased, from ``compiled.memory_analysis()``).
 
 PyTorch and diffusers are needed only for the baseline; without them the script says how to
@@ -48,6 +50,18 @@ TORCH_HINT = ("PyTorch/diffusers are not installed; the baseline needs them (onl
 
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _rss_mib() -> float:
+    """Current resident set size (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
 def _groups(channels: int) -> int:
@@ -83,7 +97,7 @@ def run_jax(case: dict, steps: int) -> dict:
     rng = np.random.default_rng(0)
     batch = training.shard_batch({"x": rng.uniform(-1, 1, (b, s, s, c)).astype(np.float32)}, mesh)
     jax.block_until_ready((state, batch))
-    rss0 = _max_rss_mib()
+    rss0, cur0 = _max_rss_mib(), _rss_mib()
 
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -106,7 +120,7 @@ def run_jax(case: dict, steps: int) -> dict:
     dt = time.perf_counter() - t0
     return dict(framework="jax", params=num_params, examples_per_s=b * steps / dt,
                 step_ms=1e3 * dt / steps, compile_s=compile_s, peak_rss_delta_mib=_max_rss_mib() - rss0,
-                xla_memory_mib=None if xla_bytes is None else xla_bytes / 2**20,
+                end_rss_delta_mib=_rss_mib() - cur0, xla_memory_mib=None if xla_bytes is None else xla_bytes / 2**20,
                 loss=float(metrics["loss"]), device=str(jax.devices()[0].platform))
 
 
@@ -153,7 +167,7 @@ def run_torch(case: dict, steps: int) -> dict:
         return loss
 
     model.train()
-    rss0 = _max_rss_mib()
+    rss0, cur0 = _max_rss_mib(), _rss_mib()
     t0 = time.perf_counter()
     train_step()
     first_s = time.perf_counter() - t0
@@ -164,7 +178,7 @@ def run_torch(case: dict, steps: int) -> dict:
     dt = time.perf_counter() - t0
     return dict(framework="torch", params=num_params, examples_per_s=b * steps / dt,
                 step_ms=1e3 * dt / steps, compile_s=first_s, peak_rss_delta_mib=_max_rss_mib() - rss0,
-                xla_memory_mib=None, loss=float(loss), threads=torch.get_num_threads(),
+                end_rss_delta_mib=_rss_mib() - cur0, xla_memory_mib=None, loss=float(loss), threads=torch.get_num_threads(),
                 versions=f"torch {torch.__version__}")
 
 
@@ -218,7 +232,8 @@ def main() -> None:
     print(f"CPU cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f} "
           f"(other processes share these cores: compare ratios, not absolute numbers)\n")
     header = (f"{'case':8} {'framework':9} {'params':>10} {'batch':>5} {'examples/s':>11} "
-              f"{'step ms':>9} {'compile s':>10} {'peak RSS +MiB':>14} {'XLA est. MiB':>13}")
+              f"{'step ms':>9} {'compile s':>10} {'peak RSS +MiB':>14} {'end RSS +MiB':>13} "
+              f"{'XLA est. MiB':>13}")
     print(header)
     print("-" * len(header))
     results = {}
@@ -229,7 +244,8 @@ def main() -> None:
             results[(case, fw)] = r
             print(f"{case:8} {fw:9} {r['params']:>10,} {CASES[case]['batch']:>5} "
                   f"{r['examples_per_s']:>11.1f} {r['step_ms']:>9.1f} {r['compile_s']:>10.2f} "
-                  f"{r['peak_rss_delta_mib']:>14.1f} {_fmt(r['xla_memory_mib'], '>13.1f')}",
+                  f"{r['peak_rss_delta_mib']:>14.1f} {r['end_rss_delta_mib']:>13.1f} "
+                  f"{_fmt(r['xla_memory_mib'], '>13.1f')}",
                   flush=True)
     print()
     for case in cases:
