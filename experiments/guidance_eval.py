@@ -41,7 +41,7 @@ from experiments import common
 
 METRICS_FILE = "guidance_metrics.json"
 DEFAULTS = dict(scales=(0.0, 1.0, 3.0), samples_per_class=100, inpaint_examples=0,
-                inpaint_solver="ddpm", inpaint_steps=100, inpaint_resample=1, seed=2)
+                inpaint_solver="ddpm", inpaint_steps=50, inpaint_resample=10, seed=2)
 
 __all__ = ["GuidedSampler", "class_labels", "digits_classifier", "class_match", "top_half_mask",
            "inpaint", "inpaint_heldout", "evaluate_guidance", "METRICS_FILE"]
