@@ -42,31 +42,22 @@ def _steps(workdir):
                   glob.glob(os.path.join(workdir, common.CHECKPOINT_DIR, "[0-9]*")))
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    """A toy run trained by the CLI for 20 steps, then resumed to 30 by a second invocation."""
-    workdir = str(tmp_path_factory.mktemp("toy"))
-    first = _run("experiments.train", "--config=experiments/configs/toy.py", f"--workdir={workdir}",
-                 "--config.train.num_steps=20", *TINY_TOY)
-    with open(os.path.join(workdir, "train_summary.json")) as f:
-        summary_first = json.load(f)
-    steps_first = _steps(workdir)
-    second = _run("experiments.train", "--config=experiments/configs/toy.py", f"--workdir={workdir}",
-                  "--config.train.num_steps=30", *TINY_TOY)
-    with open(os.path.join(workdir, "train_summary.json")) as f:
-        summary_second = json.load(f)
-    return dict(workdir=workdir, first=first, second=second, summary_first=summary_first,
-                summary_second=summary_second, steps_first=steps_first)
+def test_cli_trains_resumes_samples_and_evaluates(tmp_path):
+    """One test (not a shared fixture) so that pytest-xdist never runs the CLI chain twice."""
+    workdir = str(tmp_path / "toy")
+    args = ("--config=experiments/configs/toy.py", f"--workdir={workdir}", *TINY_TOY)
 
+    # 1. Train 20 steps: checkpoints at 10 and 20, config, figure, summary, TensorBoard.
+    _run("experiments.train", *args, "--config.train.num_steps=20")
+    first = json.load(open(os.path.join(workdir, "train_summary.json")))
+    assert first["start_step"] == 0 and first["step"] == 20
+    assert _steps(workdir) == [10, 20]
 
-def test_train_cli_checkpoints_and_resumes(toy_run):
-    workdir = toy_run["workdir"]
-    assert toy_run["steps_first"] == [10, 20]
-    assert toy_run["summary_first"]["start_step"] == 0 and toy_run["summary_first"]["step"] == 20
-    # The second invocation continued from step 20, not from 0.
-    assert toy_run["summary_second"]["start_step"] == 20
-    assert toy_run["summary_second"]["step"] == 30
-    assert "Resuming from checkpoint step 20" in toy_run["second"].stderr
+    # 2. The same command with more steps continues from step 20, not from 0.
+    second = _run("experiments.train", *args, "--config.train.num_steps=30")
+    summary = json.load(open(os.path.join(workdir, "train_summary.json")))
+    assert summary["start_step"] == 20 and summary["step"] == 30
+    assert "Resuming from checkpoint step 20" in second.stderr
     assert _steps(workdir) == [20, 30]  # keep_checkpoints=2
     data_state = json.load(open(os.path.join(workdir, common.CHECKPOINT_DIR, "30", "data",
                                              "metadata")))
@@ -75,26 +66,24 @@ def test_train_cli_checkpoints_and_resumes(toy_run):
     assert config["train"]["num_steps"] == 30 and config["model"]["hidden"] == 16
     assert os.path.getsize(os.path.join(workdir, "samples.png")) > 1000
     assert glob.glob(os.path.join(workdir, common.TENSORBOARD_DIR, "events.out.tfevents.*"))
-    quality = toy_run["summary_second"]["quality"]
+    quality = summary["quality"]
     assert quality["num_samples"] == 64 and np.isfinite(quality["sw_over_std"])
-    assert "final metrics:" in toy_run["second"].stdout
+    assert "final metrics:" in second.stdout
 
-
-def test_sample_cli_writes_raw_coordinates(toy_run, tmp_path):
+    # 3. Samples in the original range: raw float32 coordinates.
     out = tmp_path / "s.npy"
-    _run("experiments.sample", f"--workdir={toy_run['workdir']}", "--num_samples=50",
-         f"--output={out}", "--solver=euler", "--steps=3", "--seed=1")
+    _run("experiments.sample", f"--workdir={workdir}", "--num_samples=50", f"--output={out}",
+         "--solver=euler", "--steps=3", "--seed=1")
     x = np.load(out)
     assert x.shape == (50, 2) and x.dtype == np.float32 and np.all(np.isfinite(x))
     assert x.std() > 0.1  # not collapsed to the (zero) initial output
 
-
-def test_evaluate_cli_writes_metrics(toy_run):
-    workdir = toy_run["workdir"]
+    # 4. metrics.json with likelihood and sample quality.
     _run("experiments.evaluate", f"--workdir={workdir}")
     metrics = json.load(open(os.path.join(workdir, "metrics.json")))
     assert metrics["step"] == 30 and metrics["dataset"] == "checkerboard"
-    assert {"sliced_wasserstein", "sw_over_std", "data_std"} <= set(metrics["sample_quality"])
+    assert {"sliced_wasserstein", "sw_over_std", "data_std", "support_share"} <= \
+        set(metrics["sample_quality"])
     assert metrics["sample_quality"]["num_samples"] == 64
     lik = metrics["likelihood"]
     assert lik["num_examples"] == 16 and lik["dim"] == 2 and lik["num_bins"] is None
