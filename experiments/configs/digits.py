@@ -6,6 +6,9 @@
 Data are uniformly dequantised (17 levels -> [-1, 1)), so the ODE likelihood gives a
 discrete bits/dim bound. Targets (SVC on real digits, see experiments.metrics): confident
 share of samples >= 0.85 x that of held-out real digits; class entropy >= 0.95 log 10.
+Measured (2 shared CPU cores): confidence ratio 0.92 (0.822 vs 0.894 on real digits), class
+entropy 0.997 log 10, 1.86 bits/dim (ODE, held-out, dequantised); the whole train command took
+12 min at load average ~6 and 18 min at load average ~10 (4000 steps of ~75 MFLOP x 64).
 """
 from experiments.configs.base import get_base_config
 
