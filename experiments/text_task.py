@@ -17,9 +17,7 @@ Config sections of a text config (``experiments/configs/text_small.py``)::
          .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding
     diffusion.process ("masked" | "uniform"), .schedule ("linear" | "cosine" | "polynomial"),
          .exponent (polynomial), .loss ("nelbo" | "hybrid"), .ce_weight, .num_steps
-         (0 = the continuous-time bound, T = the T-step bound), .antithetic, .token_prior
-         (uniform process: add each token's corruption likelihood to the logits; ignored
-         for the masked process)
+         (0 = the continuous-time bound, T = the T-step bound), .antithetic
     sample.solver ("" = first_hitting for masked, ancestral for uniform; or any of
          diffjax.discrete.METHODS), .steps, .temperature, .top_p (0 = off), .num_samples,
          .batch_size
@@ -112,12 +110,10 @@ def build_objective(config, model: nnx.Module):
     """``(DiscreteObjective, params)`` from ``config.diffusion``."""
     d = config.diffusion
     process = build_process(config, int(model.vocab_size))
-    token_prior = bool(d.get("token_prior", False)) and d.process == "uniform"
     return make_discrete_objective(model, process=process, loss=d.get("loss", "nelbo"),
                                    num_steps=int(d.get("num_steps", 0)) or None,
                                    ce_weight=float(d.get("ce_weight", 0.01)),
-                                   antithetic=bool(d.get("antithetic", True)),
-                                   token_prior=token_prior)
+                                   antithetic=bool(d.get("antithetic", True)))
 
 
 def default_method(objective: DiscreteObjective, method: Optional[str] = None) -> str:

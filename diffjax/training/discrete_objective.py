@@ -32,16 +32,6 @@ parameters into the two pure functions the rest of diffjax consumes::
 ``model_fn(params, cond=None) -> model_fn(x_t, t) -> logits (B, L, vocab_size)``
     The inference network (dropout off) for the samplers (``diffjax.discrete.sample``), the
     ELBOs (``process.nelbo``) and spell checking (``diffjax.discrete.restore``).
-
-``token_prior=True`` (uniform process only)
-    The logits are the network's output plus each token's own corruption likelihood,
-    ``log q(x_t^i | x0^i = k)`` up to a constant in ``k``: ``+ log(1 + V alpha / (1 - alpha))``
-    on the observed token ``k = x_t^i``. With a zero network output this is the exact
-    posterior of a lone token under a uniform prior; the network supplies what the context
-    adds. As ``t -> 0`` the prediction becomes "keep the token" at the rate the process
-    demands (a corrupted token has probability ``O(t)``), which the network alone learns
-    poorly: the continuous-time bound weighs that regime by ``1 / t``. (The masked
-    process's SUBS parameterisation carries visible tokens over exactly and needs no prior.)
 """
 from __future__ import annotations
 
@@ -74,7 +64,6 @@ class DiscreteObjective:
     num_steps: Optional[int] = None
     ce_weight: float = 0.01
     antithetic: bool = True
-    token_prior: bool = False
     num_classes: Optional[int] = None
     null_class: Optional[int] = None
     x_key: str = "x"
@@ -90,27 +79,14 @@ class DiscreteObjective:
     # ------------------------------------------------------------------ the network
     def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
               *, train: bool = False, rngs: Any = None) -> jax.Array:
-        """The logits ``model(x, t, cond)`` (training variant if ``train``), plus the token
-        prior when ``token_prior`` is set (module docstring)."""
+        """The raw logits ``model(x, t, cond)`` (training variant if ``train``)."""
         graphdef = self.train_graphdef if train else self.eval_graphdef
         model = nnx.merge(graphdef, params, self.rest)
-        if cond is not None and not self.conditional:
+        if self.conditional:
+            return model(x, t, cond, rngs=rngs)
+        if cond is not None:
             raise ValueError("cond was given but the model has no classes (num_classes=None).")
-        logits = model(x, t, cond, rngs=rngs) if self.conditional else model(x, t, rngs=rngs)
-        if self.token_prior:
-            logits = logits + self.token_log_likelihood(x, t)
-        return logits
-
-    def token_log_likelihood(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
-        """``log(1 + V alpha(t) / (1 - alpha(t)))`` on the observed token of every position
-        (0 elsewhere), float32 ``x_t.shape + (V,)``: ``log q(x_t^i | x0^i = k)`` of the uniform
-        process up to a constant in ``k``. Capped at 50 (``t = 0``)."""
-        V = self.process.vocab_size
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x_t.shape[:1])
-        log_odds = math.log(V) + self.process.log_alpha(t) - self.process.log1m_alpha(t)
-        bonus = jnp.minimum(jnp.logaddexp(0.0, log_odds), 50.0)
-        bonus = bonus.reshape((-1,) + (1,) * (x_t.ndim - 1))[..., None]
-        return jax.nn.one_hot(x_t, V, dtype=jnp.float32) * bonus
+        return model(x, t, rngs=rngs)
 
     def model_fn(self, params: Any, cond: Optional[jax.Array] = None):
         """A plain ``model_fn(x_t, t) -> logits`` (inference mode) for the samplers and ELBOs.
@@ -163,7 +139,7 @@ class DiscreteObjective:
 def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
                             loss: str = "nelbo", num_steps: Optional[int] = None,
                             ce_weight: float = 0.01, antithetic: bool = True,
-                            token_prior: bool = False, x_key: str = "x"):
+                            x_key: str = "x"):
     """Split ``model`` and build its :class:`DiscreteObjective`; returns
     ``(objective, params)`` (``params``: the ``nnx.Param`` state for
     ``training.create_train_state``).
@@ -171,8 +147,6 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
     ``model(tokens, t)`` must return logits over ``process.vocab_size`` tokens; for the masked
     process its input vocabulary must include the mask id ``vocab_size`` (a
     :class:`diffjax.models.TokenTransformer` with ``num_extra_tokens >= 1``).
-    ``token_prior``: add each token's corruption likelihood to the logits (uniform process
-    only; module docstring).
     """
     if not isinstance(process, DiscreteProcess):
         raise ValueError(f"process must be a diffjax.discrete process (masked(...) or "
@@ -185,9 +159,6 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
                          f"got {num_steps!r}")
     if not ce_weight >= 0.0:
         raise ValueError(f"ce_weight must be >= 0, got {ce_weight!r}")
-    if token_prior and isinstance(process, MaskedProcess):
-        raise ValueError("token_prior=True is for the uniform process; the masked process's "
-                         "SUBS parameterisation already carries visible tokens over")
     model_vocab = getattr(model, "vocab_size", None)
     if model_vocab is not None and model_vocab != process.vocab_size:
         raise ValueError(f"the model has vocab_size={model_vocab} but the process has "
@@ -202,7 +173,6 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
     objective = DiscreteObjective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, process=process,
         loss=loss, num_steps=num_steps, ce_weight=float(ce_weight), antithetic=bool(antithetic),
-        token_prior=bool(token_prior),
         num_classes=getattr(model, "num_classes", None),
         null_class=getattr(model, "null_class", None), x_key=x_key)
     return objective, params

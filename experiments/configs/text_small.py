@@ -31,7 +31,7 @@ def get_config():
 
     c.diffusion = ml_collections.ConfigDict(dict(
         process="masked", schedule="linear", exponent=0.0, loss="nelbo", ce_weight=0.01,
-        num_steps=0, antithetic=True, token_prior=True))
+        num_steps=0, antithetic=True))
 
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100

@@ -43,8 +43,7 @@ def _tokens(seed=0):
 def test_loss_is_the_process_nelbo_per_token(kind, num_steps):
     process = discrete.masked(V) if kind == "masked" else discrete.uniform(V, "cosine")
     objective, params = make_discrete_objective(_model(process), process=process,
-                                                num_steps=num_steps,
-                                                token_prior=kind == "uniform")
+                                                num_steps=num_steps)
     x0, key = _tokens(), jax.random.key(3)
     loss_fn = jax.jit(objective.loss_fn)
     loss, metrics = loss_fn(params, {"x": x0}, key)
@@ -114,25 +113,6 @@ def test_model_fn_gives_logits_and_validation():
         make_discrete_objective(model, process=process, num_steps=0)
     with pytest.raises(ValueError, match="integer tokens"):
         objective.loss_fn(params, {"x": np.zeros((2, L), np.float32)}, jax.random.key(0))
-
-
-def test_token_prior_is_the_lone_token_posterior():
-    # With a zero network output (fresh model), p(x0 = k | x_t = j) must be q(j | k) / sum_k'.
-    process = discrete.uniform(V)
-    model = models.TokenTransformer(V, num_extra_tokens=0, seq_len=L, dim=16, depth=1, heads=2,
-                                    rngs=nnx.Rngs(0))
-    objective, params = make_discrete_objective(model, process=process, token_prior=True)
-    x_t, t = jnp.asarray(_tokens(3)), jnp.linspace(0.05, 0.95, B)
-    logp = jax.jit(lambda p: process.x0_log_probs(objective.model_fn(p)(x_t, t), x_t))(params)
-    # log q(x_t = j | x0 = k) for every candidate k: the marginal of x0 = k, read at x_t's token.
-    log_q = jnp.stack([jnp.take_along_axis(
-        process.marginal_log_probs(jnp.full_like(x_t, k), t), x_t[..., None], axis=-1)[..., 0]
-        for k in range(V)], axis=-1)
-    expected = jax.nn.log_softmax(log_q, axis=-1)
-    np.testing.assert_allclose(np.asarray(logp), np.asarray(expected), atol=1e-4)
-    with pytest.raises(ValueError, match="token_prior"):
-        make_discrete_objective(_model(discrete.masked(V)), process=discrete.masked(V),
-                                token_prior=True)
 
 
 def test_untrained_masked_model_scores_log2_vocab_bits_per_char():
