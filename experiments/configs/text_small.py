@@ -47,6 +47,6 @@ def get_config():
         solver="", steps=64, temperature=1.0, top_p=0.0, num_samples=16, batch_size=16))
 
     c.eval = ml_collections.ConfigDict(dict(
-        examples=0, batch_size=128, elbo_samples=4, elbo_steps=0, num_samples=32,
+        examples=0, batch_size=128, elbo_samples=16, elbo_steps=0, num_samples=32,
         spell_t=0.1, spell_examples=256, spell_steps=1, seed=1))
     return c

@@ -42,7 +42,8 @@ def test_text_notebook_runs_headless(monkeypatch, tmp_path):
     # character frequencies first), and no model of this size gets near 2 bits/char.
     assert 2.0 < bpc < math.log2(27) - 0.1, bpc
 
-    calls = {m: int(n) for m, n in re.findall(r"(ancestral|first_hitting): (\d+) model calls", text)}
+    calls = {m: int(n)
+             for m, n in re.findall(r"(ancestral|first_hitting): (\d+) model calls", text)}
     assert calls["ancestral"] == 4 * 32  # one call per step
     assert 0 < calls["first_hitting"] <= 32  # at most one call per revealed character
     samples = re.findall(r"^    '([ a-z]*)'$", text, flags=re.M)
