@@ -94,7 +94,7 @@ def run_jax(case: dict, steps: int) -> dict:
                                        weighting="simple")
     opt = dict(learning_rate=1e-4, total_steps=10_000, grad_clip=1.0)
     optimizer = training.make_optimizer(opt)
-    mesh = training.make_mesh(1)
+    mesh = training.make_mesh()  # every device, as the launchers do
     step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999)
     state = step.place(training.create_train_state(params, optimizer, rng=0))
     rng = np.random.default_rng(0)

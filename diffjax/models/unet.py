@@ -9,16 +9,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.models.embeddings import Conditioning
-from diffjax.models.layers import Attention, dropout_rngs, num_groups
+from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
 
 __all__ = ["UNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
 _ZEROS = nnx.initializers.zeros_init()
 
 
-def _group_norm(channels: int, dtype, param_dtype, rngs) -> nnx.GroupNorm:
-    # Statistics are computed in float32 by flax whatever `dtype` is.
-    return nnx.GroupNorm(
+def _group_norm(channels: int, dtype, param_dtype, rngs) -> GroupNorm:
+    # Statistics are computed in float32 whatever `dtype` is.
+    return GroupNorm(
         channels, num_groups=num_groups(channels), epsilon=1e-6, dtype=dtype,
         param_dtype=param_dtype, rngs=rngs,
     )
@@ -27,7 +27,8 @@ def _group_norm(channels: int, dtype, param_dtype, rngs) -> nnx.GroupNorm:
 class ResBlock(nnx.Module):
     """GroupNorm -> SiLU -> conv3x3, plus the conditioning vector (added per channel, or as
     ``scale, shift`` after the second GroupNorm when ``scale_shift``), GroupNorm -> SiLU ->
-    dropout -> zero-initialised conv3x3; skip connection (1x1 conv when channels change),
+    dropout -> zero-initialised conv3x3; skip connection (a 1x1 conv, i.e. a dense layer on
+    the channels, when they change),
     divided by sqrt(2) when ``skip_rescale`` (DDPM++)."""
 
     def __init__(
@@ -46,7 +47,9 @@ class ResBlock(nnx.Module):
         self.norm2 = _group_norm(out_ch, **kw)
         self.drop = nnx.Dropout(dropout)
         self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), kernel_init=_ZEROS, **kw)
-        self.skip = nnx.Conv(in_ch, out_ch, (1, 1), **kw) if in_ch != out_ch else None
+        # A 1x1 conv as a dense layer on the channel axis: the same function and init, and
+        # on CPU its weight gradient is a plain GEMM (3x faster at 32x32 than XLA's conv).
+        self.skip = nnx.Linear(in_ch, out_ch, **kw) if in_ch != out_ch else None
 
     def __call__(self, x, emb, rngs=None):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
