@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.discrete.processes import DiscreteProcess, MaskedProcess
+from diffjax.training.objectives import _masked_mean, _Network, _split_train_eval
 
 __all__ = ["DISCRETE_LOSSES", "DiscreteObjective", "make_discrete_objective"]
 
@@ -51,7 +52,7 @@ DISCRETE_LOSSES = ("nelbo", "hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
-class DiscreteObjective:
+class DiscreteObjective(_Network):
     """A discrete diffusion objective for one NNX token model; build it with
     :func:`make_discrete_objective`. All attributes are static; parameters are passed to the
     methods, so ``loss_fn`` and ``model_fn`` are pure and jittable."""
@@ -69,25 +70,10 @@ class DiscreteObjective:
     x_key: str = "x"
 
     @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None
-
-    @property
     def vocab_size(self) -> int:
         return self.process.vocab_size
 
     # ------------------------------------------------------------------ the network
-    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
-              *, train: bool = False, rngs: Any = None) -> jax.Array:
-        """The raw logits ``model(x, t, cond)`` (training variant if ``train``)."""
-        graphdef = self.train_graphdef if train else self.eval_graphdef
-        model = nnx.merge(graphdef, params, self.rest)
-        if self.conditional:
-            return model(x, t, cond, rngs=rngs)
-        if cond is not None:
-            raise ValueError("cond was given but the model has no classes (num_classes=None).")
-        return model(x, t, rngs=rngs)
-
     def model_fn(self, params: Any, cond: Optional[jax.Array] = None):
         """A plain ``model_fn(x_t, t) -> logits`` (inference mode) for the samplers and ELBOs.
         On a class-conditional model ``cond=None`` is the null class."""
@@ -123,13 +109,7 @@ class DiscreteObjective:
             return self.apply(params, x, t, train=True, rngs=k_dropout)
 
         per_seq = self.per_sequence(model_fn, x0, k_loss).astype(jnp.float32)
-        tokens_per_seq = math.prod(x0.shape[1:])
-        mask = batch.get("mask")
-        if mask is None:
-            loss = jnp.mean(per_seq) / tokens_per_seq
-        else:
-            w = jnp.asarray(mask).astype(jnp.float32)
-            loss = jnp.sum(per_seq * w) / (jnp.maximum(jnp.sum(w), 1.0) * tokens_per_seq)
+        loss = _masked_mean(per_seq, batch.get("mask")) / math.prod(x0.shape[1:])
         metrics = {}
         if self.loss == "nelbo":
             metrics = {"nelbo": loss, "bits_per_token": loss / math.log(2.0)}
@@ -166,10 +146,7 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
     if isinstance(process, MaskedProcess) and getattr(model, "num_extra_tokens", 1) < 1:
         raise ValueError("the masked process needs a model whose input vocabulary has the mask "
                          "token (num_extra_tokens >= 1)")
-    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
-    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
-    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
-    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+    train_graphdef, eval_graphdef, params, rest = _split_train_eval(model)
     objective = DiscreteObjective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, process=process,
         loss=loss, num_steps=num_steps, ce_weight=float(ce_weight), antithetic=bool(antithetic),

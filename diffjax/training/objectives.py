@@ -62,12 +62,42 @@ LOSSES = ("denoising", "flow_matching", "elbo")
 def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
     if mask is None:
         return jnp.mean(values)
-    w = mask.astype(values.dtype)
+    w = jnp.asarray(mask).astype(values.dtype)
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def _split_train_eval(model: nnx.Module):
+    """``(train_graphdef, eval_graphdef, params, rest)``: the model's graph with dropout active
+    and without, its ``nnx.Param`` state and everything else."""
+    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
+    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
+    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+    return train_graphdef, eval_graphdef, params, rest
+
+
+class _Network:
+    """The network side shared by the Gaussian and discrete objectives (both frozen
+    dataclasses with ``train_graphdef``, ``eval_graphdef``, ``rest`` and ``num_classes``)."""
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
+              *, train: bool = False, rngs: Any = None) -> jax.Array:
+        """The raw network output ``model(x, t, cond)`` (training variant if ``train``)."""
+        graphdef = self.train_graphdef if train else self.eval_graphdef
+        model = nnx.merge(graphdef, params, self.rest)
+        if self.conditional:
+            return model(x, t, cond, rngs=rngs)
+        if cond is not None:
+            raise ValueError("cond was given but the model has no classes (num_classes=None).")
+        return model(x, t, rngs=rngs)
+
+
 @dataclasses.dataclass(frozen=True)
-class Objective:
+class Objective(_Network):
     """A diffusion objective for one NNX model; build it with :func:`make_objective`.
 
     All attributes are static (graph definitions, schedule, options); parameters are passed
@@ -92,22 +122,7 @@ class Objective:
     x_key: str = "x"
     label_key: str = "label"
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None
-
     # ------------------------------------------------------------------ the network
-    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None, *,
-              train: bool = False, rngs: Any = None) -> jax.Array:
-        """The raw network output ``model(x, t, cond)`` (training variant if ``train``)."""
-        graphdef = self.train_graphdef if train else self.eval_graphdef
-        model = nnx.merge(graphdef, params, self.rest)
-        if self.conditional:
-            return model(x, t, cond, rngs=rngs)
-        if cond is not None:
-            raise ValueError("cond was given but the model has no classes (num_classes=None).")
-        return model(x, t, rngs=rngs)
-
     def model_fn(self, params: Any, cond: Optional[jax.Array] = None,
                  guidance_scale: float = 1.0):
         """A plain ``model_fn(x_t, t) -> prediction`` (inference mode) for the samplers."""
@@ -192,10 +207,7 @@ def make_objective(model: nnx.Module, *, schedule: Schedule, prediction: str,
     null_class = getattr(model, "null_class", None)
     if cond_drop > 0 and num_classes is None:
         raise ValueError(f"cond_drop={cond_drop} needs a class-conditional model (num_classes set)")
-    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
-    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
-    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
-    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+    train_graphdef, eval_graphdef, params, rest = _split_train_eval(model)
     objective = Objective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, schedule=schedule,
         prediction=prediction, loss=loss, weighting=weighting,
