@@ -74,7 +74,10 @@ def inpaint(model_fn, key, x_known, mask, *, schedule, prediction, solver="ddpm"
             k1, k2 = jax.random.split(kk)
             carry, nfe = go_down(carry_nfe, k1)
             x_back = renoise(k2, solv.state(carry), t_next, t, schedule)
-            return (solv.with_state(carry, x_back), nfe), None
+            # Jumping back in time leaves the trajectory: a multistep solver's history (model
+            # outputs at t and before) does not belong to x_back, and reusing it at t would
+            # divide by a zero log-SNR step. Restart the solver from x_back.
+            return (solv.init(den, x_back, opts), nfe), None
 
         keys = jax.random.split(k, resample)
         (carry, nfe), _ = jax.lax.scan(resample_once, (carry, nfe), keys[:-1])
