@@ -16,6 +16,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str) -> str:
+    """Lays out, writes ``fig`` to ``path`` (creating its folder) and closes it."""
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def scatter(samples: np.ndarray, data: np.ndarray, path: str, *, title: str = "") -> str:
     """Side-by-side scatter plots of data and model samples with shared limits."""
     plt = _pyplot()
@@ -31,11 +40,7 @@ def scatter(samples: np.ndarray, data: np.ndarray, path: str, *, title: str = ""
         ax.set_aspect("equal")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def image_grid(images: np.ndarray, path: str, *, max_value: float, title: str = "",
@@ -60,11 +65,7 @@ def image_grid(images: np.ndarray, path: str, *, max_value: float, title: str = 
     ax.axis("off")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def samples_figure(info, samples: np.ndarray, path: str, *, data: Optional[np.ndarray] = None,

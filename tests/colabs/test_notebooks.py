@@ -1,41 +1,13 @@
 """Execute colabs/quickstart.ipynb headless (nbclient) at its test size (DIFFJAX_NOTEBOOK_FAST=1)."""
-import os
 import re
 
-import nbformat
-import pytest
-from nbclient import NotebookClient
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOTEBOOK = os.path.join(REPO, "colabs", "quickstart.ipynb")
-
-
-def _text(cell):
-    out = []
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "stream":
-            out.append(o.get("text", ""))
-        elif "data" in o and "text/plain" in o["data"]:
-            out.append(o["data"]["text/plain"])
-    return "".join(out)
+from notebook_helpers import count_images, run_notebook
 
 
 def test_quickstart_runs_headless(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIFFJAX_NOTEBOOK_FAST", "1")
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device in the kernel
-    monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-        "commit the notebook without outputs"
-    NotebookClient(nb, timeout=240, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
-    print(text)
+    nb, text = run_notebook("quickstart.ipynb", monkeypatch, tmp_path)
     assert "300 training steps" in text
-    images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                 if "image/png" in o.get("data", {}))
-    assert images == 3  # data, samples vs data, trajectories
+    assert count_images(nb) == 3  # data, samples vs data, trajectories
 
     sw = float(re.search(r"sliced W1 / data std = ([0-9.]+)", text).group(1))
     exact = float(re.search(r"NLL \(exact divergence\)\s+= ([-0-9.]+) nats", text).group(1))

@@ -1,38 +1,13 @@
 """Execute colabs/text_diffusion.ipynb headless (nbclient) at its test size
 (DIFFJAX_NOTEBOOK_FAST=1): a tiny masked character model, bits/char, samples, infilling."""
 import math
-import os
 import re
 
-import nbformat
-from nbclient import NotebookClient
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOTEBOOK = os.path.join(REPO, "colabs", "text_diffusion.ipynb")
-
-
-def _text(cell):
-    out = []
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "stream":
-            out.append(o.get("text", ""))
-        elif "data" in o and "text/plain" in o["data"]:
-            out.append(o["data"]["text/plain"])
-    return "".join(out)
+from notebook_helpers import run_notebook
 
 
 def test_text_notebook_runs_headless(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIFFJAX_NOTEBOOK_FAST", "1")
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device in the kernel
-    monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-        "commit the notebook without outputs"
-    NotebookClient(nb, timeout=240, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
-    print(text)
+    _, text = run_notebook("text_diffusion.ipynb", monkeypatch, tmp_path)
     assert "80 training steps" in text
 
     bpc = float(re.search(r"held-out bits/char = ([0-9.]+) \+- ([0-9.]+)", text).group(1))

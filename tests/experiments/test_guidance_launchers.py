@@ -4,8 +4,6 @@ scale, the exact unconditional limit at guidance 0, inpainting that keeps the kn
 guidance evaluation, and the conditional configs."""
 import json
 import os
-import subprocess
-import sys
 import types
 
 import jax
@@ -13,8 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from launcher_helpers import run_cli  # puts the repository on sys.path
 
 from diffjax.data import digits as ddigits  # noqa: E402
 from experiments import common, guidance_eval, sample, train  # noqa: E402
@@ -54,13 +51,8 @@ def test_conditional_run_trains_with_condition_dropout(run):
 
 def test_sample_cli_with_class_and_guidance_writes_levels(run, tmp_path):
     out = tmp_path / "s.npy"
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.sample", f"--workdir={run.workdir}", "--class=7",
-         "--guidance=3", "--num_samples=12", "--steps=3", f"--output={out}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_cli("experiments.sample", f"--workdir={run.workdir}", "--class=7", "--guidance=3",
+            "--num_samples=12", "--steps=3", f"--output={out}")
     x, labels = np.load(out), np.load(tmp_path / "s_labels.npy")
     assert x.shape == (12, 8, 8, 1) and x.dtype == np.uint8 and 0 <= x.min() and x.max() <= 16
     assert np.all(labels == 7)

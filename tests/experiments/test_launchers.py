@@ -3,16 +3,13 @@ the original value range, evaluate to metrics.json; the digits path in-process; 
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from launcher_helpers import checkpoint_steps, run_cli  # puts the repository on sys.path
 
 from experiments import common, evaluate, sample, train  # noqa: E402
 from experiments.configs import cifar10, digits, mnist, toy  # noqa: E402
@@ -27,38 +24,23 @@ TINY_TOY = [
 ]
 
 
-def _run(module, *args, timeout=300):
-    # One CPU device in the subprocesses (the in-process tests use the 8 simulated ones).
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-def _steps(workdir):
-    return sorted(int(os.path.basename(p)) for p in
-                  glob.glob(os.path.join(workdir, common.CHECKPOINT_DIR, "[0-9]*")))
-
-
 def test_cli_trains_resumes_samples_and_evaluates(tmp_path):
     """One test (not a shared fixture) so that pytest-xdist never runs the CLI chain twice."""
     workdir = str(tmp_path / "toy")
     args = ("--config=experiments/configs/toy.py", f"--workdir={workdir}", *TINY_TOY)
 
     # 1. Train 20 steps: checkpoints at 10 and 20, config, figure, summary, TensorBoard.
-    _run("experiments.train", *args, "--config.train.num_steps=20")
+    run_cli("experiments.train", *args, "--config.train.num_steps=20")
     first = json.load(open(os.path.join(workdir, "train_summary.json")))
     assert first["start_step"] == 0 and first["step"] == 20
-    assert _steps(workdir) == [10, 20]
+    assert checkpoint_steps(workdir) == [10, 20]
 
     # 2. The same command with more steps continues from step 20, not from 0.
-    second = _run("experiments.train", *args, "--config.train.num_steps=30")
+    second = run_cli("experiments.train", *args, "--config.train.num_steps=30")
     summary = json.load(open(os.path.join(workdir, "train_summary.json")))
     assert summary["start_step"] == 20 and summary["step"] == 30
     assert "Resuming from checkpoint step 20" in second.stderr
-    assert _steps(workdir) == [20, 30]  # keep_checkpoints=2
+    assert checkpoint_steps(workdir) == [20, 30]  # keep_checkpoints=2
     data_state = json.load(open(os.path.join(workdir, common.CHECKPOINT_DIR, "30", "data",
                                              "metadata")))
     assert data_state == {"seed": 0, "epoch": 0, "position": 30}  # iterator position restored
@@ -72,14 +54,14 @@ def test_cli_trains_resumes_samples_and_evaluates(tmp_path):
 
     # 3. Samples in the original range: raw float32 coordinates.
     out = tmp_path / "s.npy"
-    _run("experiments.sample", f"--workdir={workdir}", "--num_samples=50", f"--output={out}",
-         "--solver=euler", "--steps=3", "--seed=1")
+    run_cli("experiments.sample", f"--workdir={workdir}", "--num_samples=50", f"--output={out}",
+            "--solver=euler", "--steps=3", "--seed=1")
     x = np.load(out)
     assert x.shape == (50, 2) and x.dtype == np.float32 and np.all(np.isfinite(x))
     assert x.std() > 0.1  # not collapsed to the (zero) initial output
 
     # 4. metrics.json with likelihood and sample quality.
-    _run("experiments.evaluate", f"--workdir={workdir}")
+    run_cli("experiments.evaluate", f"--workdir={workdir}")
     metrics = json.load(open(os.path.join(workdir, "metrics.json")))
     assert metrics["step"] == 30 and metrics["dataset"] == "checkerboard"
     assert {"sliced_wasserstein", "sw_over_std", "data_std", "support_share"} <= \

@@ -1,19 +1,15 @@
 """The text launchers end to end on a tiny text_small override: train (CLI) and resume, evaluate
 (bits/char with the named estimator, token count, unigram entropy), sample text with a prompt
 (CLI); a uniform-process run with the spell check; the configs."""
-import glob
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from flax import nnx
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from launcher_helpers import checkpoint_steps, run_cli  # puts the repository on sys.path
 
 from diffjax.data import text as dtext  # noqa: E402
 from experiments import common, evaluate, text_task, train  # noqa: E402
@@ -32,27 +28,13 @@ TINY_FLAGS = [
 ]
 
 
-def _run(module, *args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-def _steps(workdir):
-    return sorted(int(os.path.basename(p)) for p in
-                  glob.glob(os.path.join(workdir, common.CHECKPOINT_DIR, "[0-9]*")))
-
-
 @pytest.fixture(scope="module")
 def masked_run(tmp_path_factory):
     """A masked run trained by the CLI for 4 steps, then resumed in-process to 6."""
     workdir = str(tmp_path_factory.mktemp("text"))
-    first = _run("experiments.train", "--config=experiments/configs/text_small.py",
-                 f"--workdir={workdir}", "--config.train.num_steps=4", *TINY_FLAGS)
-    steps_first = _steps(workdir)
+    first = run_cli("experiments.train", "--config=experiments/configs/text_small.py",
+                    f"--workdir={workdir}", "--config.train.num_steps=4", *TINY_FLAGS)
+    steps_first = checkpoint_steps(workdir)
     config = common.load_config(workdir)
     with config.unlocked():
         config.train.num_steps = 6
@@ -65,7 +47,7 @@ def test_train_cli_checkpoints_resumes_and_writes_text(masked_run):
     assert masked_run["steps_first"] == [2, 4]
     assert "final metrics:" in masked_run["first"].stdout
     assert summary["start_step"] == 4 and summary["step"] == 6  # resumed, not restarted
-    assert _steps(workdir) == [4, 6]
+    assert checkpoint_steps(workdir) == [4, 6]
     config = json.load(open(os.path.join(workdir, common.CONFIG_FILE)))
     assert config["diffusion"]["process"] == "masked" and config["data"]["seq_len"] == SEQ_LEN
     metrics = summary["train_metrics"]
@@ -80,7 +62,7 @@ def test_train_cli_checkpoints_resumes_and_writes_text(masked_run):
 
 def test_evaluate_cli_reports_bits_per_char(masked_run):
     workdir = masked_run["workdir"]
-    proc = _run("experiments.evaluate", f"--workdir={workdir}", "--elbo_samples=2")
+    proc = run_cli("experiments.evaluate", f"--workdir={workdir}", "--elbo_samples=2")
     m = json.load(open(os.path.join(workdir, "metrics.json")))
     lik = m["likelihood"]
     assert m["step"] == 6 and m["process"] == "masked" and "bits_per_char" in proc.stdout
@@ -98,9 +80,9 @@ def test_evaluate_cli_reports_bits_per_char(masked_run):
 
 def test_sample_cli_writes_text_and_keeps_the_prompt(masked_run, tmp_path):
     out = tmp_path / "s.txt"
-    proc = _run("experiments.sample", f"--workdir={masked_run['workdir']}", "--num_samples=3",
-                f"--output={out}", "--solver=confidence", "--steps=4", "--top_p=0.9",
-                "--temperature=0.8", "--prompt=the __ is")
+    proc = run_cli("experiments.sample", f"--workdir={masked_run['workdir']}", "--num_samples=3",
+                   f"--output={out}", "--solver=confidence", "--steps=4", "--top_p=0.9",
+                   "--temperature=0.8", "--prompt=the __ is")
     lines = out.read_text().splitlines()
     assert len(lines) == 3 and all(len(line) == SEQ_LEN for line in lines)
     for line in lines:

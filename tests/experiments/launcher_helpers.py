@@ -1,0 +1,29 @@
+"""Shared by the launcher tests: the repository root (put on sys.path), the CLI runner and the
+checkpoint steps of a workdir."""
+import glob
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from experiments import common  # noqa: E402
+
+
+def run_cli(module, *args, timeout=300):
+    """``python -m module args`` from the repository root with one CPU device (the in-process
+    tests use the 8 simulated ones); asserts success and returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def checkpoint_steps(workdir):
+    """The committed checkpoint steps in ``workdir``, ascending."""
+    return sorted(int(os.path.basename(p)) for p in
+                  glob.glob(os.path.join(workdir, common.CHECKPOINT_DIR, "[0-9]*")))
