@@ -114,7 +114,7 @@ def build_dataset(config, split: str) -> ddata.Dataset:
 
 def build_model(config, info: ddata.DatasetInfo) -> nnx.Module:
     m = config.model
-    if m.name == "token_transformer":
+    if is_text(config):
         return _text_task().build_model(config, info)
     rngs = nnx.Rngs(int(config.seed))
     num_classes = info.num_classes if m.get("class_conditional", False) else None
@@ -138,8 +138,8 @@ def build_model(config, info: ddata.DatasetInfo) -> nnx.Module:
             resample_with_conv=bool(m.get("resample_with_conv", True)),
             scale_shift=bool(m.get("scale_shift", False)), attn_heads=int(m.get("attn_heads", 1)),
             **common)
-    raise ValueError(f"model.name must be one of ['mlp', 'unet', 'token_transformer'], "
-                     f"got {m.name!r}")
+    raise ValueError(f"model.name must be one of ['mlp', 'unet'] (or 'token_transformer' for "
+                     f"the text datasets {list(ddata.text.NAMES)}), got {m.name!r}")
 
 
 def build_schedule(config) -> schedules.Schedule:

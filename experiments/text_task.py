@@ -73,10 +73,6 @@ SAMPLES_FILE = "samples.txt"
 EVAL_SAMPLES_FILE = "eval_samples.txt"
 
 
-def is_text(config) -> bool:
-    return config.data.name in dtext.NAMES
-
-
 # ---------------------------------------------------------------------------- builders
 def build_dataset(config, split: str):
     d = config.data
@@ -178,10 +174,6 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
     return np.concatenate(out, axis=0), nfes
 
 
-def decode(tokens: np.ndarray, vocab: str = "char") -> list:
-    return [dtext.decode(row, vocab) for row in np.asarray(tokens)]
-
-
 @functools.lru_cache(maxsize=4)
 def _train_words(name: str, data_dir: str) -> frozenset:
     raw = dtext.split_text(name, "train", data_dir=data_dir or None).decode("ascii")
@@ -196,12 +188,13 @@ def word_fraction(texts, words: frozenset) -> dict:
     return {"word_fraction": found / max(len(inner), 1), "num_words": len(inner)}
 
 
-def sample_quality(config, texts) -> dict:
-    """Word statistics of ``texts`` next to those of as many held-out sequences."""
+def sample_quality(config, texts, test=None) -> dict:
+    """Word statistics of ``texts`` next to those of as many held-out sequences (``test``: the
+    test-split dataset if already built)."""
     words = _train_words(config.data.name, str(config.data.get("data_dir", "")))
     out = word_fraction(texts, words)
-    test = build_dataset(config, "test")
-    ref = decode(test.as_arrays(len(texts))["x"], config.data.get("vocab", "char"))
+    test = build_dataset(config, "test") if test is None else test
+    ref = test.info.postprocess(test.as_arrays(len(texts))["x"])
     out["heldout_word_fraction"] = word_fraction(ref, words)["word_fraction"]
     out["num_samples"] = len(texts)
     return out
@@ -215,6 +208,16 @@ def _sample_settings(config, objective, method=None, steps=None, temperature=Non
                 top_p=float(s.top_p if top_p is None else top_p) or None)
 
 
+def sample_texts(config, objective: DiscreteObjective, params, info, num: int, key, *,
+                 batch_size=None, x_init=None, **overrides):
+    """``(texts, tokens, sampler settings with the model calls per batch)``: ``num`` samples
+    with ``config.sample``'s settings (``overrides``: method, steps, temperature, top_p)."""
+    settings = _sample_settings(config, objective, **overrides)
+    tokens, nfes = generate(objective, params, key, num, int(info.shape[0]), x_init=x_init,
+                            batch_size=int(batch_size or config.sample.batch_size), **settings)
+    return info.postprocess(tokens), tokens, {**settings, "nfe_per_batch": nfes}
+
+
 def write_texts(path: str, texts) -> None:
     with open(path, "w") as f:
         f.write("\n".join(texts) + "\n")
@@ -224,28 +227,19 @@ def final_samples(exp: common.Experiment, params, *, seed: int) -> dict:
     """The end of ``experiments.train`` for text: samples to ``samples.txt`` and their word
     statistics."""
     config = exp.config
-    settings = _sample_settings(config, exp.objective)
     t0 = time.perf_counter()
-    tokens, nfes = generate(exp.objective, params, jax.random.key(seed),
-                            int(config.sample.num_samples), int(exp.info.shape[0]),
-                            batch_size=int(config.sample.batch_size), **settings)
-    texts = decode(tokens, config.data.get("vocab", "char"))
+    texts, _, sampler = sample_texts(config, exp.objective, params, exp.info,
+                                     int(config.sample.num_samples), jax.random.key(seed))
     seconds = time.perf_counter() - t0
     quality = sample_quality(config, texts)
     if jax.process_index() == 0:
         write_texts(os.path.join(exp.workdir, SAMPLES_FILE), texts)
         for line in texts[:4]:
             logging.info("sample: %s", line)
-    return {"sample_seconds": seconds, "quality": quality,
-            "sampler": {**settings, "nfe_per_batch": nfes}}
+    return {"sample_seconds": seconds, "quality": quality, "sampler": sampler}
 
 
 # ---------------------------------------------------------------------------- the ELBO
-def heldout_tokens(config, examples: int = 0) -> np.ndarray:
-    test = build_dataset(config, "test")
-    return test.as_arrays(int(examples) or None)["x"]
-
-
 def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key, *,
                   elbo_samples: int = 4, num_steps: Optional[int] = None,
                   batch_size: int = 64) -> dict:
@@ -378,7 +372,8 @@ def evaluate(workdir: str, *, num_samples=None, nll_examples=None, solver=None, 
     out.update(unigram_baselines(config))
 
     t0 = time.perf_counter()
-    tokens = heldout_tokens(config, examples)
+    test = build_dataset(config, "test")  # read once for the ELBO, samples and spell check
+    tokens = test.as_arrays(examples or None)["x"]
     lik = bits_per_char(objective, params, tokens, jax.random.key(seed),
                         elbo_samples=elbo_samples, num_steps=elbo_steps,
                         batch_size=int(ev.batch_size))
@@ -390,19 +385,16 @@ def evaluate(workdir: str, *, num_samples=None, nll_examples=None, solver=None, 
 
     if num_samples > 0:
         t0 = time.perf_counter()
-        settings = _sample_settings(config, objective, solver, steps)
-        tokens, nfes = generate(objective, params, jax.random.key(seed + 1), num_samples,
-                                int(info.shape[0]), batch_size=int(config.sample.batch_size),
-                                **settings)
-        texts = decode(tokens, config.data.get("vocab", "char"))
-        out["sampler"] = {**settings, "nfe_per_batch": nfes, "seconds": time.perf_counter() - t0}
-        out["sample_quality"] = sample_quality(config, texts)
+        texts, _, sampler = sample_texts(config, objective, params, info, num_samples,
+                                         jax.random.key(seed + 1), method=solver, steps=steps)
+        out["sampler"] = {**sampler, "seconds": time.perf_counter() - t0}
+        out["sample_quality"] = sample_quality(config, texts, test)
         out["samples"] = texts[:8]
         write_texts(os.path.join(workdir, EVAL_SAMPLES_FILE), texts)
 
     if spell_t > 0 and isinstance(objective.process, discrete.UniformProcess):
         t0 = time.perf_counter()
-        tokens = heldout_tokens(config, int(ev.spell_examples))
+        tokens = test.as_arrays(int(ev.spell_examples) or None)["x"]
         out["spelling"] = spell_check(objective, params, tokens, jax.random.key(seed + 2),
                                       t=spell_t, steps=int(ev.spell_steps),
                                       batch_size=int(ev.batch_size))
@@ -466,14 +458,13 @@ def draw(workdir: str, num_samples: int, *, solver=None, steps=None, seed: int =
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     config = common.load_config(workdir)
     objective, params, info, step = common.restore_params(config, workdir)
-    settings = _sample_settings(config, objective, solver, steps, temperature, top_p)
-    seq_len = int(info.shape[0])
-    x_init = encode_prompt(prompt, seq_len, objective.vocab_size) if prompt else None
-    tokens, nfes = generate(objective, params, jax.random.key(seed), num_samples, seq_len,
-                            x_init=x_init,
-                            batch_size=int(batch_size or config.sample.batch_size), **settings)
-    texts = decode(tokens, config.data.get("vocab", "char"))
-    return texts, tokens, {**settings, "nfe_per_batch": nfes, "step": step}
+    x_init = (encode_prompt(prompt, int(info.shape[0]), objective.vocab_size) if prompt
+              else None)
+    texts, tokens, sampler = sample_texts(
+        config, objective, params, info, num_samples, jax.random.key(seed),
+        batch_size=batch_size, x_init=x_init, method=solver, steps=steps,
+        temperature=temperature, top_p=top_p)
+    return texts, tokens, {**sampler, "step": step}
 
 
 def sample_main(FLAGS) -> list:
