@@ -15,9 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffjax.parameterization import expand
-from diffjax.solvers import _check_common, _grid, _options, encode, sample
-from diffjax.solvers._base import Denoiser
+from diffjax.parameterization import add_noise
+from diffjax.solvers import _check_common, _check_singular_start, _grid, _options, encode, sample
+from diffjax.solvers._base import Denoiser, Solver
 
 __all__ = ["inpaint", "sdedit", "invert_and_edit", "renoise"]
 
@@ -40,6 +40,10 @@ def inpaint(model_fn, key, x_known, mask, *, schedule, prediction, solver="ddpm"
     U) repeats every step that many times; model calls grow accordingly (``info["nfe"]``).
     """
     solv = _check_common(schedule, prediction, solver, t_min, t_max)
+    if type(solv).step is Solver.step:
+        raise ValueError(f"inpaint projects the state after every grid step and needs a fixed-grid "
+                         f"solver; {solv.name!r} has no single step (use e.g. 'ddpm', 'ddim', "
+                         f"'euler', 'heun', 'dpmpp_2m')")
     opts = _options(solv, solver_options)
     if not isinstance(resample, int) or resample < 1:
         raise ValueError(f"resample must be a positive int, got {resample!r}")
@@ -47,12 +51,12 @@ def inpaint(model_fn, key, x_known, mask, *, schedule, prediction, solver="ddpm"
     mask = jnp.broadcast_to(jnp.asarray(mask, bool), x_known.shape)
     tdtype = jnp.promote_types(x_known.dtype, jnp.float32)
     ts = _grid(solv, schedule, steps, ts, t_min, t_max, grid, tdtype)
+    _check_singular_start(schedule, prediction, ts[0])
     den = Denoiser(model_fn, schedule, prediction)
     k_init, k_loop = jax.random.split(key)
 
     def known_at(t, k):
-        a, s = expand(schedule.alpha(t), x_known), expand(schedule.sigma(t), x_known)
-        return (a * x_known + s * jax.random.normal(k, x_known.shape, x_known.dtype)).astype(x_known.dtype)
+        return add_noise(x_known, jax.random.normal(k, x_known.shape, x_known.dtype), t, schedule)
 
     def project(carry, t, k):
         return solv.with_state(carry, jnp.where(mask, known_at(t, k), solv.state(carry)))
@@ -98,7 +102,7 @@ def sdedit(model_fn, key, x, t_start, *, schedule, prediction, solver="ddpm", st
     x = jnp.asarray(x)
     k_noise, k_sample = jax.random.split(key)
     t0 = jnp.asarray(t_start, jnp.promote_types(x.dtype, jnp.float32))
-    x_t = (schedule.alpha(t0) * x + schedule.sigma(t0) * jax.random.normal(k_noise, x.shape, x.dtype)).astype(x.dtype)
+    x_t = add_noise(x, jax.random.normal(k_noise, x.shape, x.dtype), t0, schedule)
     return sample(model_fn, k_sample, x.shape, schedule=schedule, prediction=prediction, solver=solver, steps=steps,
                   t_min=t_min, t_max=t_start, x_init=x_t, **sample_kwargs)
 

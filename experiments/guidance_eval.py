@@ -59,7 +59,8 @@ def class_labels(objective, class_label: int, num: int) -> np.ndarray:
 
 
 def _chunks(num: int, batch_size: int):
-    """``(index, start)`` of fixed-size chunks covering ``num`` rows (the last one padded)."""
+    """``(index, start)`` of the ``batch_size`` chunks covering ``num`` rows (callers pad the
+    last one to ``batch_size`` to keep shapes static)."""
     return enumerate(range(0, num, batch_size))
 
 
@@ -159,31 +160,28 @@ def top_half_mask(shape: Sequence[int]) -> np.ndarray:
 
 
 def inpaint(objective, params, x_known: np.ndarray, mask: np.ndarray, key, *, solver: str = "ddpm",
-            steps: int = 100, resample: int = 1, batch_size: int = 500, t_min: float = 1e-3,
-            cond: Optional[np.ndarray] = None, guidance_scale: float = 1.0) -> np.ndarray:
+            steps: int = 100, resample: int = 1, batch_size: int = 500) -> np.ndarray:
     """``diffjax.editing.inpaint`` over ``x_known`` (model space, ``(N, ...)``) in fixed-size
-    chunks (one compilation); ``mask`` (one example's shape, True = known) is shared. Without
-    ``cond`` the null-class (unconditional) model fills the unknown region."""
+    chunks (one compilation); ``mask`` (one example's shape, True = known) is shared. On a
+    class-conditional model the null-class (unconditional) model fills the unknown region."""
     x_known = np.asarray(x_known, np.float32)
     num = len(x_known)
     bs = int(min(batch_size, num))
     mask = jnp.asarray(np.broadcast_to(mask, x_known.shape[1:]))
 
     @jax.jit
-    def fill(params, key, xb, cb):
-        fn = objective.model_fn(params) if cb is None else objective.model_fn(params, cb, guidance_scale)
-        x, _ = diffjax.editing.inpaint(fn, key, xb, mask[None], schedule=objective.schedule,
-                                       prediction=objective.prediction, solver=solver, steps=steps,
-                                       t_min=t_min, resample=resample)
+    def fill(params, key, xb):
+        x, _ = diffjax.editing.inpaint(objective.model_fn(params), key, xb, mask[None],
+                                       schedule=objective.schedule, prediction=objective.prediction,
+                                       solver=solver, steps=steps, resample=resample)
         return x
 
     out = []
     for i, start in _chunks(num, bs):
-        xb = x_known[start:start + bs]
-        idx = np.resize(np.arange(start, start + len(xb)), bs)  # pad by repeating rows
-        cb = None if cond is None else np.asarray(cond, np.int32)[idx]
-        x = fill(params, jax.random.fold_in(key, i), x_known[idx], cb)
-        out.append(np.asarray(jax.device_get(x))[:len(xb)])
+        n = min(bs, num - start)
+        idx = np.resize(np.arange(start, start + n), bs)  # pad by repeating rows
+        x = fill(params, jax.random.fold_in(key, i), x_known[idx])
+        out.append(np.asarray(jax.device_get(x))[:n])
     return np.concatenate(out, axis=0)
 
 

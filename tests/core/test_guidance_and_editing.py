@@ -131,3 +131,14 @@ def test_invert_and_edit_with_the_same_model_reconstructs():
     out, info = dj.editing.invert_and_edit(GM.model(SCH), GM.model(SCH), x, schedule=SCH, prediction="eps",
                                            solver="dpmpp_2m", steps=100, t_max=0.8, denoise_final=False)
     assert np.abs(np.asarray(out) - np.asarray(x)).max() < 2e-2
+
+
+def test_inpaint_refuses_solvers_without_a_step_and_singular_starts():
+    x_known, mask = jnp.zeros((4, 2)), jnp.asarray([True, False])
+    with pytest.raises(ValueError, match="fixed-grid solver; 'rk45'"):
+        dj.editing.inpaint(GM.model(SCH), jax.random.PRNGKey(0), x_known, mask, schedule=SCH,
+                           prediction="eps", solver="rk45")
+    # eps says nothing about x0 where alpha = 0 (rectified flow at t = 1), as in diffjax.sample
+    with pytest.raises(ValueError, match="cannot be converted to x0 where alpha = 0"):
+        dj.editing.inpaint(lambda x, t: x, jax.random.PRNGKey(0), x_known, mask,
+                           schedule=dj.schedules.rectified_flow(), prediction="eps", steps=4)
