@@ -84,18 +84,6 @@ def _group_mean(v, groups):
     return jnp.broadcast_to(per_group, per_channel.shape).reshape(b, 1, c)
 
 
-def _gn_stats(x3, groups, eps):
-    mean = _group_mean(x3, groups)
-    var = jnp.maximum(_group_mean(jnp.square(x3), groups) - jnp.square(mean), 0.0)
-    return mean, jax.lax.rsqrt(var + eps)
-
-
-def _group_norm(x, scale, bias, groups, eps):
-    x3 = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])
-    mean, rstd = _gn_stats(x3, groups, eps)
-    return ((x3 - mean) * rstd * scale + bias).reshape(x.shape)
-
-
 def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, *,
                eps: float = 1e-6) -> jax.Array:
     """Group normalisation of ``x`` (B, ..., C) over its non-batch axes in ``groups`` channel
@@ -107,7 +95,10 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, *,
     if x.ndim < 2 or c % groups:
         raise ValueError(f"group_norm needs x of shape (B, ..., C) with C divisible by "
                          f"groups={groups}; got {x.shape}.")
-    return _group_norm(x, scale, bias, int(groups), float(eps))
+    x3 = x.astype(jnp.float32).reshape(x.shape[0], -1, c)
+    mean = _group_mean(x3, groups)
+    var = jnp.maximum(_group_mean(jnp.square(x3), groups) - jnp.square(mean), 0.0)
+    return ((x3 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).reshape(x.shape)
 
 
 class GroupNorm(nnx.Module):
