@@ -14,7 +14,9 @@ resolutions, GroupNorm groups, batch):
 One train step is the same work in both: draw t and noise, x_t = alpha x0 + sigma eps (cosine
 schedule), eps-prediction MSE, backward, global-norm clipping at 1, AdamW, EMA update (0.9999).
 diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of time with
-``jax.jit(...).lower(...).compile()`` (compile time = lower + compile). PyTorch: eager mode
+``jax.jit(...).lower(...).compile()`` (compile time = lower + compile), once with the XLA
+options diffjax uses (``jax``: `diffjax.training.compiler`; on CPU convolutions through
+Eigen instead of YNNPACK) and once with XLA's defaults (``jax-xla``), for their ratio. PyTorch: eager mode
 (the baseline's "compile time" column is its first, warm-up step). Each is measured with one
 compute thread and with every core (``--threads``), and the ratio compares each framework's
 best: on a shared, oversubscribed machine PyTorch's OpenMP barriers can make its multi-threaded
@@ -76,7 +78,7 @@ def _groups(channels: int) -> int:
 
 
 # ----------------------------------------------------------------------------------- JAX
-def run_jax(case: dict, steps: int) -> dict:
+def run_jax(case: dict, steps: int, compiler_options="auto") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -95,7 +97,8 @@ def run_jax(case: dict, steps: int) -> dict:
     opt = dict(learning_rate=1e-4, total_steps=10_000, grad_clip=1.0)
     optimizer = training.make_optimizer(opt)
     mesh = training.make_mesh()  # every device, as the launchers do
-    step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999)
+    step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999,
+                                    compiler_options=compiler_options)
     state = step.place(training.create_train_state(params, optimizer, rng=0))
     rng = np.random.default_rng(0)
     batch = training.shard_batch({"x": rng.uniform(-1, 1, (b, s, s, c)).astype(np.float32)}, mesh)
@@ -197,8 +200,11 @@ def _worker(framework: str, case: str, steps: int, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads or os.cpu_count())
-    fn = run_jax if framework == "jax" else run_torch
-    result = fn(CASES[case], steps)
+    if framework == "torch":
+        result = run_torch(CASES[case], steps)
+    else:  # "jax": diffjax's default compiler options; "jax-xla": XLA's own defaults
+        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None)
+        result["framework"] = framework
     result["threads"] = threads or os.cpu_count()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -230,7 +236,10 @@ def main() -> None:
     parser.add_argument("--cases", default="digits,unet32", help="comma-separated: digits, unet32")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (default: 20 for digits, 3 for unet32)")
-    parser.add_argument("--frameworks", default="jax,torch")
+    parser.add_argument("--frameworks", default="jax,jax-xla,torch",
+                        help="jax: diffjax as shipped (training.compiler's default XLA options); "
+                             "jax-xla: the same step with XLA's default options; torch: "
+                             "diffusers' UNet2DModel")
     parser.add_argument("--threads", default="1,0",
                         help="thread settings to try, comma-separated (0 = every core); the "
                              "ratio uses each framework's best")
@@ -271,6 +280,9 @@ def main() -> None:
                       flush=True)
     print()
     for case in cases:
+        if (case, "jax") in results and (case, "jax-xla") in results:
+            print(f"{case}: diffjax's compiler options / XLA's defaults examples/s = "
+                  f"{results[(case, 'jax')]['examples_per_s'] / results[(case, 'jax-xla')]['examples_per_s']:.2f}x")
         if (case, "jax") in results and (case, "torch") in results:
             j, t = results[(case, "jax")], results[(case, "torch")]
             print(f"{case}: diffjax / diffusers examples/s = "

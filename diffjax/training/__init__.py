@@ -4,6 +4,7 @@
 * `optim`: AdamW + warmup/cosine + clipping from a config; EMA with warmup.
 * `sharding`: 1-D ``data`` mesh, NamedShardings (replicated / FSDP), multi-host batches.
 * `step`: `make_train_step` -- one jit over the mesh, grad accumulation, non-finite skipping.
+* `compiler`: the XLA options the step is compiled with (on CPU: Eigen convolutions).
 * `checkpoint`: Orbax `Checkpointer` -- async, keep-N, SIGTERM, resharding restores.
 * `loop`: `train`, a thin loop with logging, TensorBoard and checkpoints.
 * `objectives`: `make_objective` -- an NNX model + schedule + prediction + loss -> the pure

@@ -24,7 +24,7 @@ and ``skipped`` (running count), plus the loss function's own metrics.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffjax.training import sharding as shd
+from diffjax.training.compiler import resolve_compiler_options
 from diffjax.training.optim import ema_decay_at, ema_update
 from diffjax.training.state import TrainState
 
@@ -55,7 +56,8 @@ class TrainStep:
                  ema_decay: float, ema_warmup: bool = True, grad_accum: int = 1,
                  fsdp: bool = False, fsdp_min_size: int = 2**18,
                  learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
-                 axis_name: str = shd.DATA_AXIS):
+                 axis_name: str = shd.DATA_AXIS,
+                 compiler_options: Union[str, Mapping[str, Any], None] = "auto"):
         if not isinstance(grad_accum, (int, np.integer)) or grad_accum < 1:
             raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
         if not 0.0 <= ema_decay <= 1.0:
@@ -74,6 +76,7 @@ class TrainStep:
         self.learning_rate_fn = learning_rate_fn
         self.donate = donate
         self.axis_name = axis_name
+        self.compiler_options = resolve_compiler_options(compiler_options, mesh.devices.flat)
         self._jitted = {}
 
     # ------------------------------------------------------------------ shardings
@@ -168,7 +171,8 @@ class TrainStep:
             fn = jax.jit(self._step,
                          in_shardings=(state_sh, self.batch_shardings(batch)),
                          out_shardings=(state_sh, shd.replicated(self.mesh)),
-                         donate_argnums=(0,) if self.donate else ())
+                         donate_argnums=(0,) if self.donate else (),
+                         compiler_options=self.compiler_options)
             self._jitted[cache_key] = fn
         return fn
 
@@ -187,7 +191,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                     ema_decay: float = 0.9999, ema_warmup: bool = True, grad_accum: int = 1,
                     fsdp: bool = False, fsdp_min_size: int = 2**18,
                     learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
-                    axis_name: str = shd.DATA_AXIS) -> TrainStep:
+                    axis_name: str = shd.DATA_AXIS,
+                    compiler_options: Union[str, Mapping[str, Any], None] = "auto") -> TrainStep:
     """Build the train step (see the module docstring).
 
     Args:
@@ -201,7 +206,12 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
         on their largest divisible dimension (parameters are gathered inside the step).
       learning_rate_fn: the optimizer's schedule, only for the ``learning_rate`` metric.
       donate: donate the input state's buffers (do not reuse a state after passing it in).
+      compiler_options: XLA options for the step's compilation. ``"auto"``:
+        `diffjax.training.compiler.default_compiler_options` for the mesh's devices (on
+        CPU, convolutions through XLA's Eigen kernels instead of YNNPACK: 1.1-1.5x faster
+        U-Net steps); ``None``: XLA's defaults; a mapping: exactly these options.
     """
     return TrainStep(loss_fn, optimizer, mesh=mesh, ema_decay=ema_decay, ema_warmup=ema_warmup,
                      grad_accum=grad_accum, fsdp=fsdp, fsdp_min_size=fsdp_min_size,
-                     learning_rate_fn=learning_rate_fn, donate=donate, axis_name=axis_name)
+                     learning_rate_fn=learning_rate_fn, donate=donate, axis_name=axis_name,
+                     compiler_options=compiler_options)
