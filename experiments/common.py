@@ -259,7 +259,7 @@ def generate(objective: Objective, params, key, num: int, shape, *, solver: str,
     if solver != "rk45":
         kw["steps"] = int(steps)
 
-    @jax.jit
+    @training.compiler.jit
     def draw(params, key, cond):
         fn = objective.model_fn(params, cond, guidance_scale) if cond is not None else \
             objective.model_fn(params)

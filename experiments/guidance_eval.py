@@ -37,6 +37,7 @@ from absl import app, flags, logging
 
 import diffjax
 from diffjax.data import digits as ddigits
+from diffjax.training import compiler
 from experiments import common
 
 METRICS_FILE = "guidance_metrics.json"
@@ -87,7 +88,7 @@ class GuidedSampler:
         if solver != "rk45":
             self.kw["steps"] = int(steps)
         self.traces = 0
-        self._draw = jax.jit(self._draw_batch)
+        self._draw = compiler.jit(self._draw_batch)
 
     @classmethod
     def from_config(cls, objective, info, config, *, solver=None, steps=None, batch_size=None):
@@ -169,7 +170,7 @@ def inpaint(objective, params, x_known: np.ndarray, mask: np.ndarray, key, *, so
     bs = int(min(batch_size, num))
     mask = jnp.asarray(np.broadcast_to(mask, x_known.shape[1:]))
 
-    @jax.jit
+    @compiler.jit
     def fill(params, key, xb):
         x, _ = diffjax.editing.inpaint(objective.model_fn(params), key, xb, mask[None],
                                        schedule=objective.schedule, prediction=objective.prediction,

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from diffjax import likelihood
+from diffjax.training import compiler
 from diffjax.data import toy
 
 __all__ = ["sliced_wasserstein", "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
@@ -137,7 +138,7 @@ def ode_bits_per_dim(objective, params, x: np.ndarray, key, *, batch_size: int =
     dim = int(np.prod(x.shape[1:]))
     batch_size = int(min(batch_size, n))
 
-    @jax.jit
+    @compiler.jit
     def nll_batch(params, xb, key):
         nll, info = likelihood.ode_nll(objective.model_fn(params), xb, key,
                                        schedule=objective.schedule, prediction=objective.prediction,

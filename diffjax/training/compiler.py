@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence, Union
 import jax
 import numpy as np
 
-__all__ = ["CPU_OPTIONS", "default_compiler_options", "resolve_compiler_options"]
+__all__ = ["CPU_OPTIONS", "default_compiler_options", "jit", "resolve_compiler_options"]
 
 # XLA's default YNNPACK set on CPU minus LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.
 CPU_OPTIONS = {
@@ -62,3 +62,10 @@ def resolve_compiler_options(options: Union[str, Mapping[str, object], None],
         raise ValueError(f"compiler_options must be 'auto', a mapping of XLA options or None; "
                          f"got {type(options).__name__}")
     return dict(options) if options else None
+
+
+def jit(fn, **jit_kwargs):
+    """``jax.jit(fn, **jit_kwargs)`` with `default_compiler_options` for the default backend's
+    devices (the launchers' samplers and likelihoods: their forward convolutions gain too)."""
+    options = default_compiler_options(jax.devices()) or None
+    return jax.jit(fn, compiler_options=options, **jit_kwargs)

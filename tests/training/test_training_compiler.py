@@ -12,6 +12,13 @@ from training_helpers import ToyData, flat, setup
 DN = ("NHWC", "HWIO", "NHWC")
 
 
+def ynn_convs(hlo: str) -> int:
+    """Convolutions inside YNNPACK fusions of an optimised HLO module."""
+    bodies = dict(re.findall(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S))
+    called = re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", hlo)
+    return sum(bodies.get(name, "").count("convolution(") for name in called)
+
+
 def _conv_grads(x, w, dy):
     def conv(x, w):
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
@@ -35,10 +42,6 @@ def test_cpu_options_send_convolutions_to_eigen_and_keep_their_values():
     tuned = jax.jit(_conv_grads, compiler_options=options).lower(x, w, dy).compile()
     # XLA's default sends the forward convolution and both gradients to YNNPACK; with the
     # options none of the three convolutions is inside a YNNPACK fusion.
-    def ynn_convs(hlo):
-        bodies = dict(re.findall(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S))
-        called = re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", hlo)
-        return sum(bodies.get(name, "").count("convolution(") for name in called)
     assert ynn_convs(default.as_text()) >= 3
     assert ynn_convs(tuned.as_text()) == 0
     # Float64 reference: the tuned kernels are as exact as the default ones.
@@ -64,6 +67,13 @@ def _conv_grads_f64(x, w, dy):
             dxp[:, i:i + h, j:j + wd, :] += dy @ w[i, j].T
             dw[i, j] = np.einsum("bhwc,bhwo->co", patch, dy)
     return y, dxp[:, 1:-1, 1:-1, :], dw
+
+
+def test_compiler_jit_uses_the_default_options():
+    x, w, dy = _conv_case()
+    hlo = compiler.jit(_conv_grads).lower(x, w, dy).compile().as_text()
+    assert ynn_convs(hlo) == 0
+    assert ynn_convs(jax.jit(_conv_grads).lower(x, w, dy).compile().as_text()) >= 3
 
 
 def test_no_options_off_cpu_and_for_an_empty_device_list():
