@@ -17,9 +17,9 @@ diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of tim
 ``jax.jit(...).lower(...).compile()`` (compile time = lower + compile), once with the XLA
 options diffjax uses (``jax``: `diffjax.training.compiler`; on CPU convolutions through
 Eigen instead of YNNPACK) and once with XLA's defaults (``jax-xla``), for their ratio. PyTorch: eager mode
-(the baseline's "compile time" column is its first, warm-up step). Each is measured with one
-compute thread and with every core (``--threads``), and the ratio compares each framework's
-best: on a shared, oversubscribed machine PyTorch's OpenMP barriers can make its multi-threaded
+(the baseline's "compile time" column is its first, warm-up step). Each is measured on one
+core (the process pinned to it, one compute thread) and with every core (``--threads``), and
+the ratio compares each framework's best: on a shared, oversubscribed machine PyTorch's OpenMP barriers can make its multi-threaded
 small-op workloads 20-30x slower than one thread, which would be no fair baseline.
 
 Figures per (case, framework), each measured in a fresh subprocess so that memory figures do
@@ -196,6 +196,10 @@ def _torch_available() -> bool:
 
 
 def _worker(framework: str, case: str, steps: int, threads: int) -> None:
+    if threads == 1 and hasattr(os, "sched_setaffinity"):
+        # One core for real: XLA's thunk executor runs independent ops on its own threads
+        # whatever the Eigen settings, so pin the process (before JAX or torch start).
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     if framework == "torch":
         import torch
 
