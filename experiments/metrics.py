@@ -27,8 +27,8 @@ import jax
 import numpy as np
 
 from diffjax import likelihood
-from diffjax.training import compiler
 from diffjax.data import toy
+from diffjax.training import compiler
 
 __all__ = ["sliced_wasserstein", "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
            "ode_bits_per_dim"]

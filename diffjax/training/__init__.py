@@ -10,6 +10,7 @@
 * `objectives`: `make_objective` -- an NNX model + schedule + prediction + loss -> the pure
   ``loss_fn(params, batch, key)`` of the train step and ``model_fn(params)`` for the samplers.
 """
+from diffjax.training import compiler
 from diffjax.training.checkpoint import (CheckpointMismatchError, Checkpointer, Restored,
                                          library_versions)
 from diffjax.training.loop import TrainResult, train

@@ -1,4 +1,4 @@
-"""XLA compiler options that diffjax compiles its train step with.
+"""XLA compiler options that diffjax compiles its train step (and launchers' samplers) with.
 
 On XLA:CPU (jaxlib 0.10) every convolution goes to YNNPACK by default, which runs each one
 on a single thread and computes weight gradients about 4x slower than XLA's Eigen
