@@ -16,11 +16,12 @@ schedule), eps-prediction MSE, backward, global-norm clipping at 1, AdamW, EMA u
 diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of time with
 ``jax.jit(...).lower(...).compile()`` (compile time = lower + compile), once with the XLA
 options diffjax uses (``jax``: `diffjax.training.compiler`; on CPU convolutions through
-Eigen instead of YNNPACK) and once with XLA's defaults (``jax-xla``), for their ratio. PyTorch: eager mode
-(the baseline's "compile time" column is its first, warm-up step). Each is measured on one
-core (the process pinned to it, one compute thread) and with every core (``--threads``), and
-the ratio compares each framework's best: on a shared, oversubscribed machine PyTorch's OpenMP barriers can make its multi-threaded
-small-op workloads 20-30x slower than one thread, which would be no fair baseline.
+Eigen instead of YNNPACK) and once with XLA's defaults (``jax-xla``), for their ratio.
+PyTorch: eager mode (the baseline's "compile time" column is its first, warm-up step). Each is
+measured on one core (the process pinned to it, one compute thread) and with every core
+(``--threads``), and the ratio compares each framework's best: on a shared, oversubscribed
+machine PyTorch's OpenMP barriers can make its multi-threaded small-op workloads 20-30x slower
+than one thread, which would be no fair baseline.
 
 Figures per (case, framework), each measured in a fresh subprocess so that memory figures do
 not mix: examples/s over ``--steps`` timed steps after 2 warm-up steps; compile time; peak
@@ -204,7 +205,6 @@ def _worker(framework: str, case: str, steps: int, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads or os.cpu_count())
-    if framework == "torch":
         result = run_torch(CASES[case], steps)
     else:  # "jax": diffjax's default compiler options; "jax-xla": XLA's own defaults
         result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None)
@@ -285,8 +285,9 @@ def main() -> None:
     print()
     for case in cases:
         if (case, "jax") in results and (case, "jax-xla") in results:
-            print(f"{case}: diffjax's compiler options / XLA's defaults examples/s = "
-                  f"{results[(case, 'jax')]['examples_per_s'] / results[(case, 'jax-xla')]['examples_per_s']:.2f}x")
+            gain = (results[(case, "jax")]["examples_per_s"]
+                    / results[(case, "jax-xla")]["examples_per_s"])
+            print(f"{case}: diffjax's compiler options / XLA's defaults examples/s = {gain:.2f}x")
         if (case, "jax") in results and (case, "torch") in results:
             j, t = results[(case, "jax")], results[(case, "torch")]
             print(f"{case}: diffjax / diffusers examples/s = "

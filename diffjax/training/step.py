@@ -209,7 +209,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
       compiler_options: XLA options for the step's compilation. ``"auto"``:
         `diffjax.training.compiler.default_compiler_options` for the mesh's devices (on
         CPU, convolutions through XLA's Eigen kernels instead of YNNPACK: 1.2-1.6x faster
-        U-Net steps in ``bench/train.py``); ``None``: XLA's defaults; a mapping: exactly these options.
+        U-Net steps in ``bench/train.py``); ``None``: XLA's defaults; a mapping: exactly
+        these options.
     """
     return TrainStep(loss_fn, optimizer, mesh=mesh, ema_decay=ema_decay, ema_warmup=ema_warmup,
                      grad_accum=grad_accum, fsdp=fsdp, fsdp_min_size=fsdp_min_size,
