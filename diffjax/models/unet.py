@@ -27,8 +27,7 @@ def _group_norm(channels: int, dtype, param_dtype, rngs) -> GroupNorm:
 class ResBlock(nnx.Module):
     """GroupNorm -> SiLU -> conv3x3, plus the conditioning vector (added per channel, or as
     ``scale, shift`` after the second GroupNorm when ``scale_shift``), GroupNorm -> SiLU ->
-    dropout -> zero-initialised conv3x3; skip connection (a 1x1 conv when the channels
-    change),
+    dropout -> zero-initialised conv3x3; skip connection (1x1 conv when channels change),
     divided by sqrt(2) when ``skip_rescale`` (DDPM++)."""
 
     def __init__(
