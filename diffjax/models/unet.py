@@ -9,11 +9,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.models.embeddings import Conditioning
-from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
+from diffjax.models.layers import (Attention, GroupNorm, conv_general_dilated, dropout_rngs,
+                                   num_groups)
 
 __all__ = ["UNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
 _ZEROS = nnx.initializers.zeros_init()
+
+
+def _conv(in_ch: int, out_ch: int, kernel_size, **kw) -> nnx.Conv:
+    # nnx.Conv whose convolutions can take the loop-friendly gradient form (layers).
+    return nnx.Conv(in_ch, out_ch, kernel_size, conv_general_dilated=conv_general_dilated, **kw)
 
 
 def _group_norm(channels: int, dtype, param_dtype, rngs) -> GroupNorm:
@@ -38,15 +44,15 @@ class ResBlock(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dtype, self.scale_shift, self.skip_rescale = dtype, scale_shift, skip_rescale
         self.norm1 = _group_norm(in_ch, **kw)
-        self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), **kw)
+        self.conv1 = _conv(in_ch, out_ch, (3, 3), **kw)
         self.emb = nnx.Linear(
             emb_dim, out_ch * (2 if scale_shift else 1), dtype=jnp.float32,
             param_dtype=param_dtype, rngs=rngs,
         )
         self.norm2 = _group_norm(out_ch, **kw)
         self.drop = nnx.Dropout(dropout)
-        self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), kernel_init=_ZEROS, **kw)
-        self.skip = nnx.Conv(in_ch, out_ch, (1, 1), **kw) if in_ch != out_ch else None
+        self.conv2 = _conv(out_ch, out_ch, (3, 3), kernel_init=_ZEROS, **kw)
+        self.skip = _conv(in_ch, out_ch, (1, 1), **kw) if in_ch != out_ch else None
 
     def __call__(self, x, emb, rngs=None):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
@@ -88,8 +94,8 @@ class Downsample(nnx.Module):
 
     def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs):
         self.conv = (
-            nnx.Conv(channels, channels, (3, 3), strides=(2, 2), dtype=dtype,
-                     param_dtype=param_dtype, rngs=rngs)
+            _conv(channels, channels, (3, 3), strides=(2, 2), dtype=dtype,
+                  param_dtype=param_dtype, rngs=rngs)
             if with_conv else None
         )
 
@@ -105,7 +111,7 @@ class Upsample(nnx.Module):
 
     def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs):
         self.conv = (
-            nnx.Conv(channels, channels, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            _conv(channels, channels, (3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             if with_conv else None
         )
 
@@ -239,7 +245,7 @@ class UNet(nnx.Module):
             attn = AttnBlock(cout, **akw) if height in attn_resolutions else None
             return _Stage(ResBlock(cin, cout, emb_dim, **rkw), attn)
 
-        self.conv_in = nnx.Conv(in_channels, ch, (3, 3), **kw)
+        self.conv_in = _conv(in_channels, ch, (3, 3), **kw)
         skips, cur = [ch], ch
         down, downsamplers = [], []
         for i, mult in enumerate(ch_mult):
@@ -274,7 +280,7 @@ class UNet(nnx.Module):
 
         # Output head in float32: the model's prediction is always float32.
         self.norm_out = _group_norm(cur, jnp.float32, param_dtype, rngs)
-        self.conv_out = nnx.Conv(
+        self.conv_out = _conv(
             cur, self.out_channels, (3, 3), kernel_init=_ZEROS, dtype=jnp.float32,
             param_dtype=param_dtype, rngs=rngs,
         )

@@ -14,6 +14,9 @@ One step:
 2. gradients, averaged over ``grad_accum`` micro-batches (`lax.scan`; micro-batch ``j``
    gets ``fold_in(key, j)`` and holds examples ``j, j + A, j + 2A, ...`` of the batch,
    which keeps every micro-batch evenly split over the devices without communication);
+   on CPU the convolution gradients inside that loop take the loop-friendly form of
+   `diffjax.models.layers.loop_friendly_conv_gradients` (XLA:CPU otherwise runs them
+   through a generic loop: a digits U-Net step with ``grad_accum=2`` took 1.86 s, now 0.13 s);
 3. if the loss and the gradients are finite, the optimizer update and the EMA update are
    applied; otherwise params, optimizer state and EMA are kept and ``skipped`` counts one;
 4. ``step`` advances either way.
@@ -32,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from diffjax.models.layers import loop_friendly_conv_gradients
 from diffjax.training import sharding as shd
 from diffjax.training.compiler import resolve_compiler_options
 from diffjax.training.optim import ema_decay_at, ema_update
@@ -119,9 +123,14 @@ class TrainStep:
             lambda x: _split_micro(x, num, self.mesh, self.axis_name) if np.ndim(x) else
             jnp.broadcast_to(x, (num,)), batch)
 
+        # On CPU, convolution gradients inside the scan need the loop-friendly form (see
+        # diffjax.models.layers.loop_friendly_conv_gradients: ~15x faster U-Net steps).
+        on_cpu = all(d.platform == "cpu" for d in self.mesh.devices.flat)
+
         def body(acc, inputs):
             j, mb = inputs
-            (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+            with loop_friendly_conv_gradients(on_cpu):
+                (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
             acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
             return acc, (loss, metrics)
 

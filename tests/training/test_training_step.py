@@ -1,12 +1,16 @@
 """The jit train step: device-count invariance, FSDP, accumulation, non-finite skipping."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from diffjax import training
-from training_helpers import OPT_CONFIG, ToyData, flat, setup
+from diffjax.models.layers import conv_general_dilated
+from training_helpers import OPT_CONFIG, ToyData, flat, make_loss, setup
 
 
 def run(num_devices, steps=5, batch_size=16, **kwargs):
@@ -129,3 +133,39 @@ def test_make_mesh_validates_and_uses_auto_axes():
     assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
     with pytest.raises(ValueError, match="num_devices"):
         training.make_mesh(9)
+
+
+class TinyConvNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        kw = dict(conv_general_dilated=conv_general_dilated, rngs=rngs)
+        self.c1 = nnx.Conv(2, 8, (3, 3), **kw)
+        self.c2 = nnx.Conv(8, 2, (3, 3), **kw)
+
+    def __call__(self, x):
+        return self.c2(nnx.gelu(self.c1(x)))
+
+
+def test_grad_accumulation_of_convolutions_on_cpu_runs_canonical_convolutions():
+    """On CPU, the accumulation loop's convolution gradients take the loop-friendly form
+    (diffjax.models.layers.loop_friendly_conv_gradients): every convolution of the compiled
+    step is an NHWC/HWIO one, and the step still equals the full-batch step."""
+    mesh = training.make_mesh(1)
+    graphdef, params, rest = training.split_model(TinyConvNet(nnx.Rngs(0)))
+    loss_fn = make_loss(graphdef, rest, noisy=False)
+    tx = training.make_optimizer(OPT_CONFIG)
+    x = np.random.default_rng(0).standard_normal((8, 6, 6, 2)).astype(np.float32)
+    results = []
+    for accum in (1, 2):
+        step = training.make_train_step(loss_fn, tx, mesh=mesh, ema_decay=0.99,
+                                        grad_accum=accum)
+        state = step.place(training.create_train_state(params, tx, rng=0))
+        if accum == 2:
+            hlo = step.lower(state, {"x": x}).compile().as_text()
+            labels = re.findall(r"convolution\([^\n]*dim_labels=([\w>-]+)", hlo)
+            # 2 forward, 2 weight-gradient and 1 input-gradient convolution (not the input's)
+            assert len(labels) == 5 and set(labels) == {"b01f_01io->b01f"}, labels
+        for _ in range(2):
+            state, metrics = step(state, {"x": x})
+        results.append((float(metrics["loss"]), state))
+    assert abs(results[0][0] - results[1][0]) <= 1e-6
+    assert_trees_close(results[1][1].params, results[0][1].params, 1e-6)
