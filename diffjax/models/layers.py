@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -137,8 +138,8 @@ _NHWC = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1
 @contextlib.contextmanager
 def loop_friendly_conv_gradients(enabled: bool = True):
     """While active (at trace time), `conv_general_dilated` computes the gradients of
-    stride-1 "SAME" 2-D convolutions as plain NHWC/HWIO convolutions of explicitly
-    transposed operands.
+    stride-1, size-preserving 2-D convolutions as plain NHWC/HWIO convolutions of
+    explicitly transposed operands.
 
     Why: XLA:CPU (jaxlib 0.10) gives a weight-gradient convolution inside a ``while`` loop
     (``lax.scan``) none of the layout changes it makes at the top level, and runs it
@@ -155,72 +156,77 @@ def loop_friendly_conv_gradients(enabled: bool = True):
         _LOOP_FRIENDLY.reset(token)
 
 
-def _same_pad(kernel_shape) -> tuple:
-    return tuple((k // 2, k // 2) for k in kernel_shape[:2])
+def _conv_fwd(x, w, pad):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=_NHWC)
 
 
-def _conv_fwd(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), _same_pad(w.shape), dimension_numbers=_NHWC)
-
-
-def _conv_weight_grad(x, ct, kernel_shape):
+def _conv_weight_grad(x, ct, kernel_shape, pad):
     """d<ct, conv(x, w)>/dw: a convolution of x as (C, H, W, N) by ct as (H, W, N, O)."""
     xt = jnp.transpose(x, (3, 1, 2, 0))
     ctt = jnp.transpose(ct, (1, 2, 0, 3))
-    out = jax.lax.conv_general_dilated(xt, ctt, (1, 1), _same_pad(kernel_shape),
+    wpad = tuple((lo, k - 1 - lo) for (lo, _), k in zip(pad, kernel_shape[:2]))
+    out = jax.lax.conv_general_dilated(xt, ctt, (1, 1), wpad,
                                        dimension_numbers=_NHWC)  # (I, kh, kw, O)
     return jnp.transpose(out, (1, 2, 0, 3))
 
 
-def _conv_input_grad(ct, w):
+def _conv_input_grad(ct, w, pad):
     """d<ct, conv(x, w)>/dx: ct convolved with the flipped kernel, in/out swapped."""
     wt = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
-    return jax.lax.conv_general_dilated(ct, wt, (1, 1), _same_pad(w.shape),
+    return jax.lax.conv_general_dilated(ct, wt, (1, 1), tuple((hi, lo) for lo, hi in pad),
                                         dimension_numbers=_NHWC)
 
 
-@jax.custom_jvp
-def _conv_same(x, w):
-    return _conv_fwd(x, w)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _conv_s1(x, w, pad):
+    return _conv_fwd(x, w, pad)
 
 
-@_conv_same.defjvp
-def _conv_same_jvp(primals, tangents):
+@_conv_s1.defjvp
+def _conv_s1_jvp(pad, primals, tangents):
     # The tangent maps are written as the transposes of the backward convolutions above,
     # so reverse mode (which transposes them back) runs exactly those.
     x, w = primals
     dx, dw = tangents
-    y = _conv_fwd(x, w)
+    y = _conv_fwd(x, w, pad)
     out = jax.ShapeDtypeStruct(y.shape, y.dtype)
-    t_x = jax.linear_transpose(lambda c: _conv_input_grad(c, w), out)(dx)[0]
-    t_w = jax.linear_transpose(lambda c: _conv_weight_grad(x, c, w.shape), out)(dw)[0]
+    t_x = jax.linear_transpose(lambda c: _conv_input_grad(c, w, pad), out)(dx)[0]
+    t_w = jax.linear_transpose(lambda c: _conv_weight_grad(x, c, w.shape, pad), out)(dw)[0]
     return y, t_x + t_w
 
 
-def _is_plain_same(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                   dimension_numbers, feature_group_count, precision, kwargs) -> bool:
+def _size_preserving_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                             dimension_numbers, feature_group_count, precision, kwargs):
+    """The explicit padding of a stride-1, size-preserving NHWC/HWIO convolution, else None."""
     if lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != 1 or precision is not None:
-        return False
-    if any(v is not None for v in kwargs.values()):
-        return False
-    if dimension_numbers != _NHWC or any(k % 2 == 0 for k in rhs.shape[:2]):
-        return False
+        return None
+    if any(v is not None for v in kwargs.values()) or dimension_numbers != _NHWC:
+        return None
     ones = (None, (1, 1), [1, 1])
     if tuple(window_strides) != (1, 1) or lhs_dilation not in ones or rhs_dilation not in ones:
-        return False
-    return padding == "SAME" or tuple(map(tuple, padding)) == _same_pad(rhs.shape)
+        return None
+    kernel = rhs.shape[:2]
+    if padding == "SAME":
+        padding = tuple(((k - 1) // 2, k // 2) for k in kernel)
+    if isinstance(padding, str):
+        return None
+    pad = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return pad if all(lo + hi == k - 1 for (lo, hi), k in zip(pad, kernel)) else None
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
     """``jax.lax.conv_general_dilated`` (the signature ``nnx.Conv`` calls), except under
-    `loop_friendly_conv_gradients`, where stride-1 "SAME" NHWC convolutions take the
-    loop-friendly gradient form. The U-Net's convolutions use it."""
-    if _LOOP_FRIENDLY.get() and _is_plain_same(lhs, rhs, window_strides, padding,
-                                               lhs_dilation, rhs_dilation, dimension_numbers,
-                                               feature_group_count, precision, kwargs):
-        return _conv_same(lhs, rhs)
+    `loop_friendly_conv_gradients`, where stride-1, size-preserving NHWC convolutions
+    take the loop-friendly gradient form. The U-Net's convolutions use it."""
+    pad = None
+    if _LOOP_FRIENDLY.get():
+        pad = _size_preserving_padding(lhs, rhs, window_strides, padding, lhs_dilation,
+                                       rhs_dilation, dimension_numbers, feature_group_count,
+                                       precision, kwargs)
+    if pad is not None:
+        return _conv_s1(lhs, rhs, pad)
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

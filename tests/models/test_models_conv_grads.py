@@ -1,4 +1,5 @@
 """The loop-friendly convolution gradients (diffjax.models.layers.conv_general_dilated)."""
+import functools
 import re
 
 import jax
@@ -14,35 +15,40 @@ from diffjax.models import layers
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def lax_conv(x, w, stride=1):
-    return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=DN)
+def lax_conv(x, w, pad="SAME"):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
 
 
-def conv_loop_friendly(x, w):
+def conv_loop_friendly(x, w, pad="SAME"):
     with layers.loop_friendly_conv_gradients():
-        return layers.conv_general_dilated(x, w, (1, 1), "SAME",
-                                           dimension_numbers=layers._NHWC)
+        return layers.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=layers._NHWC)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_loop_friendly_form_has_the_same_values_and_derivatives(k):
+@pytest.mark.parametrize("k,pad", [(1, "SAME"), (3, "SAME"), (3, ((1, 1), (1, 1))),
+                                   (2, ((1, 0), (0, 1)))])
+def test_loop_friendly_form_has_the_same_values_and_derivatives(k, pad):
     """Values, gradients (reverse mode), JVPs (forward mode) and second derivatives equal
-    those of lax.conv_general_dilated, in float64, for 3x3 and 1x1 kernels."""
+    those of lax.conv_general_dilated, in float64, for 3x3, 1x1 and 2x2 (one-sided padding,
+    as in the U-Net's upsampling) kernels."""
     rng = np.random.default_rng(k)
+    lax_conv_p = functools.partial(lax_conv, pad=pad)
+    friendly = functools.partial(conv_loop_friendly, pad=pad)
+    assert "custom_jvp_call" in str(jax.make_jaxpr(friendly)(
+        np.zeros((1, 4, 4, 2), np.float32), np.zeros((k, k, 2, 3), np.float32)))
     with jax.enable_x64(True):
         x = jnp.asarray(rng.standard_normal((3, 6, 5, 4)))
         w = jnp.asarray(rng.standard_normal((k, k, 4, 7)))
         ct = jnp.asarray(rng.standard_normal((3, 6, 5, 7)))
-        y, vjp = jax.vjp(conv_loop_friendly, x, w)
-        y_ref, vjp_ref = jax.vjp(lax_conv, x, w)
+        y, vjp = jax.vjp(friendly, x, w)
+        y_ref, vjp_ref = jax.vjp(lax_conv_p, x, w)
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
         for got, want in zip(vjp(ct), vjp_ref(ct)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         tx, tw = jnp.asarray(rng.standard_normal(x.shape)), jnp.asarray(rng.standard_normal(w.shape))
-        _, t = jax.jvp(conv_loop_friendly, (x, w), (tx, tw))
-        _, t_ref = jax.jvp(lax_conv, (x, w), (tx, tw))
+        _, t = jax.jvp(friendly, (x, w), (tx, tw))
+        _, t_ref = jax.jvp(lax_conv_p, (x, w), (tx, tw))
         np.testing.assert_allclose(t, t_ref, rtol=1e-12, atol=1e-12)
-        check_grads(conv_loop_friendly, (x, w), order=2, modes=("fwd", "rev"))
+        check_grads(friendly, (x, w), order=2, modes=("fwd", "rev"))
 
 
 def test_other_convolutions_and_no_context_are_plain_lax():
@@ -118,3 +124,4 @@ def test_unet_uses_it_and_keeps_its_parameters():
     assert float(jnp.abs(ref[0].conv_in.kernel[...]).max()) > 0
     for g, r in zip(jax.tree.leaves(got[0]), jax.tree.leaves(ref[0])):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(float(jnp.abs(r).max()), 1))
+
