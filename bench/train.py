@@ -2,6 +2,7 @@ r"""Train-step benchmark: diffjax (JAX/Flax NNX) vs diffusers' PyTorch ``UNet2DM
 
     python bench/train.py                      # both cases, both frameworks
     python bench/train.py --cases digits --steps 20
+    python bench/train.py --cases digits --grad-accum 2   # 2 micro-batches per step
 
 Cases (the same U-Net layout in both frameworks: channels, residual blocks per level, attention
 resolutions, GroupNorm groups, batch):
@@ -79,7 +80,7 @@ def _groups(channels: int) -> int:
 
 
 # ----------------------------------------------------------------------------------- JAX
-def run_jax(case: dict, steps: int, compiler_options="auto") -> dict:
+def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -99,7 +100,7 @@ def run_jax(case: dict, steps: int, compiler_options="auto") -> dict:
     optimizer = training.make_optimizer(opt)
     mesh = training.make_mesh()  # every device, as the launchers do
     step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999,
-                                    compiler_options=compiler_options)
+                                    compiler_options=compiler_options, grad_accum=grad_accum)
     state = step.place(training.create_train_state(params, optimizer, rng=0))
     rng = np.random.default_rng(0)
     batch = training.shard_batch({"x": rng.uniform(-1, 1, (b, s, s, c)).astype(np.float32)}, mesh)
@@ -132,7 +133,7 @@ def run_jax(case: dict, steps: int, compiler_options="auto") -> dict:
 
 
 # ----------------------------------------------------------------------------------- PyTorch
-def run_torch(case: dict, steps: int) -> dict:
+def run_torch(case: dict, steps: int, grad_accum: int = 1) -> dict:
     import math
 
     import torch
@@ -159,19 +160,23 @@ def run_torch(case: dict, steps: int) -> dict:
     lo, hi = math.atan(math.exp(-10.0)), math.atan(math.exp(10.0))  # cosine, logsnr in [-20, 20]
 
     def train_step():
-        t = torch.rand(b, generator=gen)
-        theta = lo + t * (hi - lo)
-        alpha, sigma = torch.cos(theta).view(b, 1, 1, 1), torch.sin(theta).view(b, 1, 1, 1)
-        eps = torch.randn(x0.shape, generator=gen)
-        out = model(alpha * x0 + sigma * eps, t * 1000).sample
-        loss = torch.mean((out - eps) ** 2)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for x in x0.chunk(grad_accum):  # micro-batches; gradients averaged, as in diffjax
+            m = x.shape[0]
+            t = torch.rand(m, generator=gen)
+            theta = lo + t * (hi - lo)
+            alpha, sigma = torch.cos(theta).view(m, 1, 1, 1), torch.sin(theta).view(m, 1, 1, 1)
+            eps = torch.randn(x.shape, generator=gen)
+            out = model(alpha * x + sigma * eps, t * 1000).sample
+            loss = torch.mean((out - eps) ** 2) / grad_accum
+            loss.backward()
+            total = total + loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - 0.9999)
-        return loss
+        return total
 
     model.train()
     rss0, cur0 = _max_rss_mib(), _rss_mib()
@@ -196,7 +201,7 @@ def _torch_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "diffusers"))
 
 
-def _worker(framework: str, case: str, steps: int, threads: int) -> None:
+def _worker(framework: str, case: str, steps: int, threads: int, grad_accum: int) -> None:
     if threads == 1 and hasattr(os, "sched_setaffinity"):
         # One core for real: XLA's thunk executor runs independent ops on its own threads
         # whatever the Eigen settings, so pin the process (before JAX or torch start).
@@ -205,15 +210,15 @@ def _worker(framework: str, case: str, steps: int, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads or os.cpu_count())
-        result = run_torch(CASES[case], steps)
+        result = run_torch(CASES[case], steps, grad_accum)
     else:  # "jax": diffjax's default compiler options; "jax-xla": XLA's own defaults
-        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None)
+        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None, grad_accum)
         result["framework"] = framework
     result["threads"] = threads or os.cpu_count()
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(framework: str, case: str, steps: int, threads: int) -> dict:
+def _spawn(framework: str, case: str, steps: int, threads: int, grad_accum: int) -> dict:
     """One measurement in a fresh process with ``threads`` compute threads (0: every core)."""
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
@@ -223,7 +228,8 @@ def _spawn(framework: str, case: str, steps: int, threads: int) -> dict:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                                 "intra_op_parallelism_threads=1").strip()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework,
-                           "--cases", case, "--steps", str(steps), "--threads", str(threads)],
+                           "--cases", case, "--steps", str(steps), "--threads", str(threads),
+                           "--grad-accum", str(grad_accum)],
                           env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -247,6 +253,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,0",
                         help="thread settings to try, comma-separated (0 = every core); the "
                              "ratio uses each framework's best")
+    parser.add_argument("--grad-accum", type=int, default=1,
+                        help="micro-batches per step (gradient accumulation; the batch is "
+                             "unchanged) in both frameworks")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -255,7 +264,7 @@ def main() -> None:
             parser.error(f"--cases must name cases among {sorted(CASES)}, got {c!r}")
     threads = [int(t) for t in args.threads.split(",")]
     if args.worker:
-        _worker(args.worker, cases[0], args.steps, threads[0])
+        _worker(args.worker, cases[0], args.steps, threads[0], args.grad_accum)
         return
     frameworks = [f.strip() for f in args.frameworks.split(",")]
     if "torch" in frameworks and not _torch_available():
@@ -273,7 +282,7 @@ def main() -> None:
         steps = args.steps or (20 if case == "digits" else 3)
         for fw in frameworks:
             for th in threads:
-                r = _spawn(fw, case, steps, th)
+                r = _spawn(fw, case, steps, th, args.grad_accum)
                 best = results.get((case, fw))
                 if best is None or r["examples_per_s"] > best["examples_per_s"]:
                     results[(case, fw)] = r
