@@ -138,7 +138,7 @@ _NHWC = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1
 @contextlib.contextmanager
 def loop_friendly_conv_gradients(enabled: bool = True):
     """While active (at trace time), `conv_general_dilated` computes the gradients of
-    stride-1, size-preserving 2-D convolutions as plain NHWC/HWIO convolutions of
+    undilated 2-D NHWC convolutions (any strides and padding) as NHWC/HWIO convolutions of
     explicitly transposed operands.
 
     Why: XLA:CPU (jaxlib 0.10) gives a weight-gradient convolution inside a ``while`` loop
@@ -156,77 +156,95 @@ def loop_friendly_conv_gradients(enabled: bool = True):
         _LOOP_FRIENDLY.reset(token)
 
 
-def _conv_fwd(x, w, pad):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=_NHWC)
+def _conv_fwd(x, w, strides, pad):
+    return jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=_NHWC)
 
 
-def _conv_weight_grad(x, ct, kernel_shape, pad):
-    """d<ct, conv(x, w)>/dw: a convolution of x as (C, H, W, N) by ct as (H, W, N, O)."""
+def _weight_grad_padding(x_shape, kernel_shape, out_shape, strides, pad):
+    return tuple((lo, k + s * (o - 1) - n - lo) for (lo, _), k, s, o, n in
+                 zip(pad, kernel_shape[:2], strides, out_shape[1:3], x_shape[1:3]))
+
+
+def _input_grad_padding(x_shape, kernel_shape, out_shape, strides, pad):
+    return tuple((k - 1 - lo, n + lo - (o - 1) * s - 1) for (lo, _), k, s, o, n in
+                 zip(pad, kernel_shape[:2], strides, out_shape[1:3], x_shape[1:3]))
+
+
+def _conv_weight_grad(x, ct, kernel_shape, strides, pad):
+    """d<ct, conv(x, w)>/dw: a convolution of x as (C, H, W, N) by ct as (H, W, N, O),
+    the latter dilated by the strides."""
     xt = jnp.transpose(x, (3, 1, 2, 0))
     ctt = jnp.transpose(ct, (1, 2, 0, 3))
-    wpad = tuple((lo, k - 1 - lo) for (lo, _), k in zip(pad, kernel_shape[:2]))
-    out = jax.lax.conv_general_dilated(xt, ctt, (1, 1), wpad,
+    wpad = _weight_grad_padding(x.shape, kernel_shape, ct.shape, strides, pad)
+    out = jax.lax.conv_general_dilated(xt, ctt, (1, 1), wpad, rhs_dilation=strides,
                                        dimension_numbers=_NHWC)  # (I, kh, kw, O)
     return jnp.transpose(out, (1, 2, 0, 3))
 
 
-def _conv_input_grad(ct, w, pad):
-    """d<ct, conv(x, w)>/dx: ct convolved with the flipped kernel, in/out swapped."""
+def _conv_input_grad(ct, w, x_shape, strides, pad):
+    """d<ct, conv(x, w)>/dx: ct (dilated by the strides) convolved with the flipped kernel,
+    in/out swapped."""
     wt = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
-    return jax.lax.conv_general_dilated(ct, wt, (1, 1), tuple((hi, lo) for lo, hi in pad),
+    dpad = _input_grad_padding(x_shape, w.shape, ct.shape, strides, pad)
+    return jax.lax.conv_general_dilated(ct, wt, (1, 1), dpad, lhs_dilation=strides,
                                         dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _conv_s1(x, w, pad):
-    return _conv_fwd(x, w, pad)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv_nhwc(x, w, strides, pad):
+    return _conv_fwd(x, w, strides, pad)
 
 
-@_conv_s1.defjvp
-def _conv_s1_jvp(pad, primals, tangents):
+@_conv_nhwc.defjvp
+def _conv_nhwc_jvp(strides, pad, primals, tangents):
     # The tangent maps are written as the transposes of the backward convolutions above,
     # so reverse mode (which transposes them back) runs exactly those.
     x, w = primals
     dx, dw = tangents
-    y = _conv_fwd(x, w, pad)
+    y = _conv_fwd(x, w, strides, pad)
     out = jax.ShapeDtypeStruct(y.shape, y.dtype)
-    t_x = jax.linear_transpose(lambda c: _conv_input_grad(c, w, pad), out)(dx)[0]
-    t_w = jax.linear_transpose(lambda c: _conv_weight_grad(x, c, w.shape, pad), out)(dw)[0]
+    t_x = jax.linear_transpose(
+        lambda c: _conv_input_grad(c, w, x.shape, strides, pad), out)(dx)[0]
+    t_w = jax.linear_transpose(
+        lambda c: _conv_weight_grad(x, c, w.shape, strides, pad), out)(dw)[0]
     return y, t_x + t_w
 
 
-def _size_preserving_padding(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                             dimension_numbers, feature_group_count, precision, kwargs):
-    """The explicit padding of a stride-1, size-preserving NHWC/HWIO convolution, else None."""
+def _loop_friendly_args(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                        dimension_numbers, feature_group_count, precision, kwargs):
+    """``(strides, explicit padding)`` of an undilated NHWC/HWIO convolution whose
+    gradient forms need no negative padding, else None."""
     if lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != 1 or precision is not None:
         return None
     if any(v is not None for v in kwargs.values()) or dimension_numbers != _NHWC:
         return None
     ones = (None, (1, 1), [1, 1])
-    if tuple(window_strides) != (1, 1) or lhs_dilation not in ones or rhs_dilation not in ones:
+    if lhs_dilation not in ones or rhs_dilation not in ones:
         return None
-    kernel = rhs.shape[:2]
-    if padding == "SAME":
-        padding = tuple(((k - 1) // 2, k // 2) for k in kernel)
+    strides = tuple(int(v) for v in window_strides)
     if isinstance(padding, str):
-        return None
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
     pad = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return pad if all(lo + hi == k - 1 for (lo, hi), k in zip(pad, kernel)) else None
+    out = (None,) + tuple((n + lo + hi - k) // st + 1 for n, (lo, hi), k, st in
+                          zip(lhs.shape[1:3], pad, rhs.shape[:2], strides))
+    pads = (pad + _weight_grad_padding(lhs.shape, rhs.shape, out, strides, pad)
+            + _input_grad_padding(lhs.shape, rhs.shape, out, strides, pad))
+    return (strides, pad) if min(min(p) for p in pads) >= 0 else None
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
     """``jax.lax.conv_general_dilated`` (the signature ``nnx.Conv`` calls), except under
-    `loop_friendly_conv_gradients`, where stride-1, size-preserving NHWC convolutions
-    take the loop-friendly gradient form. The U-Net's convolutions use it."""
-    pad = None
+    `loop_friendly_conv_gradients`, where undilated NHWC convolutions take the
+    loop-friendly gradient form. The U-Net's convolutions use it."""
+    args = None
     if _LOOP_FRIENDLY.get():
-        pad = _size_preserving_padding(lhs, rhs, window_strides, padding, lhs_dilation,
-                                       rhs_dilation, dimension_numbers, feature_group_count,
-                                       precision, kwargs)
-    if pad is not None:
-        return _conv_s1(lhs, rhs, pad)
+        args = _loop_friendly_args(lhs, rhs, window_strides, padding, lhs_dilation,
+                                   rhs_dilation, dimension_numbers, feature_group_count,
+                                   precision, kwargs)
+    if args is not None:
+        return _conv_nhwc(lhs, rhs, *args)
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

@@ -15,30 +15,31 @@ from diffjax.models import layers
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def lax_conv(x, w, pad="SAME"):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
+def lax_conv(x, w, pad="SAME", stride=1):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), pad, dimension_numbers=DN)
 
 
-def conv_loop_friendly(x, w, pad="SAME"):
+def conv_loop_friendly(x, w, pad="SAME", stride=1):
     with layers.loop_friendly_conv_gradients():
-        return layers.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=layers._NHWC)
+        return layers.conv_general_dilated(x, w, (stride, stride), pad,
+                                           dimension_numbers=layers._NHWC)
 
 
-@pytest.mark.parametrize("k,pad", [(1, "SAME"), (3, "SAME"), (3, ((1, 1), (1, 1))),
-                                   (2, ((1, 0), (0, 1)))])
-def test_loop_friendly_form_has_the_same_values_and_derivatives(k, pad):
+@pytest.mark.parametrize("k,pad,stride", [
+    (1, "SAME", 1), (3, "SAME", 1), (2, ((1, 0), (0, 1)), 1), (3, "SAME", 2),
+    (3, ((1, 1), (0, 1)), 2), (3, "VALID", 2)])
+def test_loop_friendly_form_has_the_same_values_and_derivatives(k, pad, stride):
     """Values, gradients (reverse mode), JVPs (forward mode) and second derivatives equal
-    those of lax.conv_general_dilated, in float64, for 3x3, 1x1 and 2x2 (one-sided padding,
-    as in the U-Net's upsampling) kernels."""
+    those of lax.conv_general_dilated, in float64: 3x3, 1x1 and 2x2 kernels, one-sided
+    padding, stride 2 (the U-Net's downsampling) and an odd size."""
     rng = np.random.default_rng(k)
-    lax_conv_p = functools.partial(lax_conv, pad=pad)
-    friendly = functools.partial(conv_loop_friendly, pad=pad)
-    assert "custom_jvp_call" in str(jax.make_jaxpr(friendly)(
-        np.zeros((1, 4, 4, 2), np.float32), np.zeros((k, k, 2, 3), np.float32)))
+    lax_conv_p = functools.partial(lax_conv, pad=pad, stride=stride)
+    friendly = functools.partial(conv_loop_friendly, pad=pad, stride=stride)
     with jax.enable_x64(True):
-        x = jnp.asarray(rng.standard_normal((3, 6, 5, 4)))
+        x = jnp.asarray(rng.standard_normal((3, 7, 5 if stride == 1 else 7, 4)))
         w = jnp.asarray(rng.standard_normal((k, k, 4, 7)))
-        ct = jnp.asarray(rng.standard_normal((3, 6, 5, 7)))
+        ct = jnp.asarray(rng.standard_normal(lax_conv_p(x, w).shape))
+        assert "custom_jvp_call" in str(jax.make_jaxpr(friendly)(x, w))
         y, vjp = jax.vjp(friendly, x, w)
         y_ref, vjp_ref = jax.vjp(lax_conv_p, x, w)
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -59,12 +60,17 @@ def test_other_convolutions_and_no_context_are_plain_lax():
     plain = jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=layers._NHWC))(x, w)
     assert "custom_jvp_call" not in str(plain)
-    # Stride 2 is left to lax even inside the context (same values as lax).
+    # Dilated convolutions are left to lax even inside the context.
     with layers.loop_friendly_conv_gradients():
         jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(
-            x, w, (2, 2), "SAME", dimension_numbers=layers._NHWC))(x, w))
+            x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=layers._NHWC))(x, w))
         inside = str(jax.make_jaxpr(conv_loop_friendly)(x, w))
-    assert "custom_jvp_call" not in jaxpr and "custom_jvp_call" in inside
+        # A strided VALID convolution that drops the last column: its gradient forms would
+        # need negative padding, so it is lax's too.
+        cropped = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(
+            x, w, (2, 2), "VALID", dimension_numbers=layers._NHWC))(x[:, :, :6], w))
+    assert "custom_jvp_call" in inside
+    assert "custom_jvp_call" not in jaxpr and "custom_jvp_call" not in cropped
 
 
 def _scan_conv_grads(x, w):
