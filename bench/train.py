@@ -3,6 +3,7 @@ r"""Train-step benchmark: diffjax (JAX/Flax NNX) vs diffusers' PyTorch ``UNet2DM
     python bench/train.py                      # both cases, both frameworks
     python bench/train.py --cases digits --steps 20
     python bench/train.py --cases digits --grad-accum 2   # 2 micro-batches per step
+    python bench/train.py --steps-per-call 8              # diffjax: 8 steps per call
 
 Cases (the same U-Net layout in both frameworks: channels, residual blocks per level, attention
 resolutions, GroupNorm groups, batch):
@@ -80,7 +81,8 @@ def _groups(channels: int) -> int:
 
 
 # ----------------------------------------------------------------------------------- JAX
-def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1) -> dict:
+def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1,
+            steps_per_call: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -107,8 +109,10 @@ def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1
     jax.block_until_ready((state, batch))
     rss0, cur0 = _max_rss_mib(), _rss_mib()
 
+    k = steps_per_call
+    args = (batch,) if k == 1 else ((batch,) * k,)  # run_steps: one batch per step
     t0 = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = step.jitted(state, *args, multi=k > 1).lower(state, *args).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     xla_bytes = None
@@ -117,15 +121,18 @@ def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1
                      + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
 
     for _ in range(2):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, *args)
     jax.block_until_ready(metrics)
+    calls = max(1, -(-steps // k))
+    steps = calls * k
     t0 = time.perf_counter()
-    for i in range(steps):
-        state, metrics = compiled(state, batch)
+    for i in range(calls):
+        state, metrics = compiled(state, *args)
         if i % 8 == 7:
             jax.block_until_ready(metrics)
     jax.block_until_ready(metrics)
     dt = time.perf_counter() - t0
+    metrics = jax.tree.map(lambda m: m if k == 1 else m[-1], metrics)
     return dict(framework="jax", params=num_params, examples_per_s=b * steps / dt,
                 step_ms=1e3 * dt / steps, compile_s=compile_s, peak_rss_delta_mib=_max_rss_mib() - rss0,
                 end_rss_delta_mib=_rss_mib() - cur0, xla_memory_mib=None if xla_bytes is None else xla_bytes / 2**20,
@@ -201,7 +208,8 @@ def _torch_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "diffusers"))
 
 
-def _worker(framework: str, case: str, steps: int, threads: int, grad_accum: int) -> None:
+def _worker(framework: str, case: str, steps: int, threads: int, grad_accum: int,
+            steps_per_call: int) -> None:
     if threads == 1 and hasattr(os, "sched_setaffinity"):
         # One core for real: XLA's thunk executor runs independent ops on its own threads
         # whatever the Eigen settings, so pin the process (before JAX or torch start).
@@ -212,13 +220,15 @@ def _worker(framework: str, case: str, steps: int, threads: int, grad_accum: int
         torch.set_num_threads(threads or os.cpu_count())
         result = run_torch(CASES[case], steps, grad_accum)
     else:  # "jax": diffjax's default compiler options; "jax-xla": XLA's own defaults
-        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None, grad_accum)
+        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None, grad_accum,
+                         steps_per_call)
         result["framework"] = framework
     result["threads"] = threads or os.cpu_count()
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(framework: str, case: str, steps: int, threads: int, grad_accum: int) -> dict:
+def _spawn(framework: str, case: str, steps: int, threads: int, grad_accum: int,
+           steps_per_call: int) -> dict:
     """One measurement in a fresh process with ``threads`` compute threads (0: every core)."""
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
@@ -229,7 +239,8 @@ def _spawn(framework: str, case: str, steps: int, threads: int, grad_accum: int)
                                 "intra_op_parallelism_threads=1").strip()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", framework,
                            "--cases", case, "--steps", str(steps), "--threads", str(threads),
-                           "--grad-accum", str(grad_accum)],
+                           "--grad-accum", str(grad_accum),
+                           "--steps-per-call", str(steps_per_call)],
                           env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -256,6 +267,9 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=1,
                         help="micro-batches per step (gradient accumulation; the batch is "
                              "unchanged) in both frameworks")
+    parser.add_argument("--steps-per-call", type=int, default=1,
+                        help="diffjax: train steps per compiled call (TrainStep.run_steps, one "
+                             "batch per step); PyTorch (eager) is unaffected")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -264,7 +278,8 @@ def main() -> None:
             parser.error(f"--cases must name cases among {sorted(CASES)}, got {c!r}")
     threads = [int(t) for t in args.threads.split(",")]
     if args.worker:
-        _worker(args.worker, cases[0], args.steps, threads[0], args.grad_accum)
+        _worker(args.worker, cases[0], args.steps, threads[0], args.grad_accum,
+                args.steps_per_call)
         return
     frameworks = [f.strip() for f in args.frameworks.split(",")]
     if "torch" in frameworks and not _torch_available():
@@ -282,7 +297,7 @@ def main() -> None:
         steps = args.steps or (20 if case == "digits" else 3)
         for fw in frameworks:
             for th in threads:
-                r = _spawn(fw, case, steps, th, args.grad_accum)
+                r = _spawn(fw, case, steps, th, args.grad_accum, args.steps_per_call)
                 best = results.get((case, fw))
                 if best is None or r["examples_per_s"] > best["examples_per_s"]:
                     results[(case, fw)] = r

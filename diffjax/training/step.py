@@ -27,7 +27,7 @@ and ``skipped`` (running count), plus the loss function's own metrics.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +81,8 @@ class TrainStep:
         self.donate = donate
         self.axis_name = axis_name
         self.compiler_options = resolve_compiler_options(compiler_options, mesh.devices.flat)
+        # XLA:CPU needs the loop-friendly convolution gradients inside loops (see _grads).
+        self._on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
         self._jitted = {}
 
     # ------------------------------------------------------------------ shardings
@@ -125,11 +127,9 @@ class TrainStep:
 
         # On CPU, convolution gradients inside the scan need the loop-friendly form (see
         # diffjax.models.layers.loop_friendly_conv_gradients: ~15x faster U-Net steps).
-        on_cpu = all(d.platform == "cpu" for d in self.mesh.devices.flat)
-
         def body(acc, inputs):
             j, mb = inputs
-            with loop_friendly_conv_gradients(on_cpu):
+            with loop_friendly_conv_gradients(self._on_cpu):
                 (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
             acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
             return acc, (loss, metrics)
@@ -170,14 +170,21 @@ class TrainStep:
                 self.learning_rate_fn(state.step - state.skipped), jnp.float32)
         return new_state, out
 
-    def jitted(self, state: Any, batch: Any):
-        """The `jax.jit`-wrapped step for this state/batch structure (built once)."""
-        cache_key = (jax.tree.structure(state), jax.tree.structure(batch),
+    def _steps(self, state: TrainState, batches: tuple):
+        """`_step` over the batches in turn, in one `lax.scan`."""
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+        with loop_friendly_conv_gradients(self._on_cpu):
+            return jax.lax.scan(self._step, state, stacked)
+
+    def jitted(self, state: Any, batch: Any, *, multi: bool = False):
+        """The `jax.jit`-wrapped step for this state/batch structure (built once); with
+        ``multi``, the `run_steps` function for a tuple of batches."""
+        cache_key = (multi, jax.tree.structure(state), jax.tree.structure(batch),
                      tuple(np.ndim(x) for x in jax.tree.leaves(batch)))
         fn = self._jitted.get(cache_key)
         if fn is None:
             state_sh = self.state_shardings(jax.eval_shape(lambda s: s, state))
-            fn = jax.jit(self._step,
+            fn = jax.jit(self._steps if multi else self._step,
                          in_shardings=(state_sh, self.batch_shardings(batch)),
                          out_shardings=(state_sh, shd.replicated(self.mesh)),
                          donate_argnums=(0,) if self.donate else (),
@@ -194,6 +201,20 @@ class TrainStep:
         process's examples only. With donation the input state's buffers are consumed."""
         batch = shd.shard_batch(batch, self.mesh, axis_name=self.axis_name)
         return self.jitted(state, batch)(state, batch)
+
+    def run_steps(self, state: TrainState, batches: Sequence[Any]):
+        """``len(batches)`` steps in one compiled call: the same result as calling the step
+        on each batch in turn, with one dispatch and one allocation of the step's
+        temporaries per call instead of per step. On CPU that allocation costs about a
+        fifth of a U-Net step (the kernel zeroing fresh pages): ``bench/train.py
+        --steps-per-call`` measures +16% examples/s for the digits U-Net with 8 steps per
+        call and +9% for the 32x32 U-Net with 4. Returns the final state and the metrics
+        of every step, stacked along a leading axis."""
+        if not batches:
+            raise ValueError("run_steps needs at least one batch; got none")
+        batches = tuple(shd.shard_batch(b, self.mesh, axis_name=self.axis_name)
+                        for b in batches)
+        return self.jitted(state, batches, multi=True)(state, batches)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, mesh: Mesh,

@@ -169,3 +169,26 @@ def test_grad_accumulation_of_convolutions_on_cpu_runs_canonical_convolutions():
         results.append((float(metrics["loss"]), state))
     assert abs(results[0][0] - results[1][0]) <= 1e-6
     assert_trees_close(results[1][1].params, results[0][1].params, 1e-6)
+
+
+def test_run_steps_equals_single_steps():
+    """Several steps in one compiled call (a scan) give the states and metrics of calling
+    the step on each batch in turn, on 8 devices, including a skipped non-finite batch."""
+    mesh = training.make_mesh(8)
+    step, state = setup(mesh)
+    data = ToyData(16, poison=(2,))
+    batches = [next(data) for _ in range(4)]
+    singles = []
+    for b in batches:
+        state, metrics = step(state, b)
+        singles.append(metrics)
+    step2, state2 = setup(mesh)
+    state2, stacked = step2.run_steps(state2, batches)
+    assert stacked["loss"].shape == (4,)
+    for k in ("loss", "grad_norm", "finite", "skipped"):
+        np.testing.assert_allclose(stacked[k], [float(m[k]) for m in singles], rtol=0,
+                                   atol=1e-6, err_msg=k)
+    assert float(stacked["skipped"][-1]) == 1.0
+    assert_trees_close(state2, state, 1e-6)
+    with pytest.raises(ValueError, match="at least one batch"):
+        step2.run_steps(state2, [])
