@@ -83,7 +83,8 @@ def run(config, workdir: str) -> dict:
             exp.train_step, state, batches, num_steps=int(config.train.num_steps),
             checkpointer=exp.checkpointer, data_state_fn=batches.get_state,
             logdir=os.path.join(exp.workdir, common.TENSORBOARD_DIR),
-            log_every=int(config.train.log_every))
+            log_every=int(config.train.log_every),
+            steps_per_call=int(config.train.get("steps_per_call", 1)))
         batches.close()
         train_seconds = time.perf_counter() - t_start
         summary = {"config": str(config.name), "dataset": config.data.name,

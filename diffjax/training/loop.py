@@ -56,7 +56,7 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
           checkpointer: Optional[Checkpointer] = None,
           data_state_fn: Optional[Callable[[], dict]] = None, logdir: Optional[str] = None,
           log_every: int = 100, sync_every: int = 16, handle_sigterm: bool = True,
-          progress: bool = True,
+          progress: bool = True, steps_per_call: int = 1,
           callbacks: Sequence[Callable[[int, TrainState, dict], None]] = ()) -> TrainResult:
     """Run ``train_step`` from ``int(state.step)`` up to ``num_steps``.
 
@@ -70,6 +70,11 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
       sync_every: steps between blocking on a result (at most 16).
       handle_sigterm: install the checkpointer's SIGTERM handler for the run.
       callbacks: ``fn(step, state, metrics)`` after each logged step (metrics as floats).
+      steps_per_call: steps run in one compiled call (`TrainStep.run_steps`; faster on CPU,
+        where each call allocates the step's temporaries afresh). Calls end at multiples of
+        ``steps_per_call``, ``log_every`` and the checkpoint interval, and at ``num_steps``,
+        so logs, checkpoints and resumes happen at the same steps (choose it to divide
+        them: each other call length compiles once more).
     """
     if not isinstance(num_steps, int) or num_steps < 0:
         raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
@@ -77,6 +82,9 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
         raise ValueError(f"sync_every must be in [1, 16], got {sync_every!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
+    if not isinstance(steps_per_call, int) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be an int >= 1, got {steps_per_call!r}")
+    save_every = checkpointer.save_interval_steps if checkpointer is not None else num_steps
     if data_state_fn is None and hasattr(batches, "get_state"):
         data_state_fn = batches.get_state
     lead = jax.process_index() == 0
@@ -99,17 +107,27 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
     t_last, step_last, examples = time.perf_counter(), step, 0
     try:
         while step < num_steps:
-            batch = next(iterator)
-            examples += _examples_in(batch)
-            state, metrics = train_step(state, batch)
-            step += 1
-            if step == start + 1:  # keep compilation out of the throughput figures
+            # steps in this call: up to the next multiple of steps_per_call, log_every and
+            # the checkpoint interval, and at most to num_steps
+            count = min([num_steps - step] + [n - step % n for n in
+                                              (steps_per_call, log_every, max(save_every, 1))])
+            if steps_per_call == 1:
+                batch = next(iterator)
+                examples += _examples_in(batch)
+                state, metrics = train_step(state, batch)
+            else:
+                chunk = [next(iterator) for _ in range(count)]
+                examples += sum(_examples_in(b) for b in chunk)
+                state, metrics = train_step.run_steps(state, chunk)
+                metrics = jax.tree.map(lambda m: m[-1], metrics)
+            prev, step = step, step + count
+            if prev == start:  # keep compilation out of the throughput figures
                 jax.block_until_ready(metrics["loss"])
                 now = time.perf_counter()
                 logging.info("first step (includes compilation) took %.2f s", now - t_last)
                 t_last, step_last, examples = now, step, 0
             if bar is not None:
-                bar.update(1)
+                bar.update(count)
             if step % log_every == 0 or step == num_steps:
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 now = time.perf_counter()
@@ -132,7 +150,7 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
                         writer.add_scalar(f"train/{k}", v, step)
                 for fn in callbacks:
                     fn(step, state, host_metrics)
-            elif step % sync_every == 0:
+            elif step // sync_every != prev // sync_every:
                 jax.block_until_ready(metrics["loss"])
             if checkpointer is not None:
                 preempted = checkpointer.preemption_requested

@@ -34,18 +34,22 @@ def _saved_run(directory, steps=2, **setup_kwargs):
     return flat(state)
 
 
-def test_interrupted_run_resumes_bit_exact(tmp_path):
+@pytest.mark.parametrize("steps_per_call", [1, 2])
+def test_interrupted_run_resumes_bit_exact(tmp_path, steps_per_call):
+    """Also with several steps per compiled call: calls end at the checkpoint interval
+    (3, odd) and at multiples of steps_per_call, so the resumed run makes the same calls."""
     mesh = training.make_mesh(8)
     poison = (1, 5)  # one skipped update before and one after the interruption
     total, stop = 7, 3
+    spc = dict(steps_per_call=steps_per_call)
 
-    reference = _train(setup(mesh), ToyData(16, poison=poison), total).state
+    reference = _train(setup(mesh), ToyData(16, poison=poison), total, **spc).state
     reference = flat(reference)
     assert int(reference["skipped"]) == 2
 
     directory = tmp_path / "ckpt"
     ckpt = training.Checkpointer(directory, save_interval_steps=stop)
-    first = _train(setup(mesh), ToyData(16, poison=poison), stop, checkpointer=ckpt)
+    first = _train(setup(mesh), ToyData(16, poison=poison), stop, checkpointer=ckpt, **spc)
     assert first.step == stop and ckpt.all_steps() == [stop]
     ckpt.close()
     del first, ckpt  # throw everything away
@@ -57,7 +61,8 @@ def test_interrupted_run_resumes_bit_exact(tmp_path):
     assert restored.step == stop and restored.data_state["index"] == stop
     data = ToyData.from_state(restored.data_state)
     resumed = training.train(train_step, restored.state, data, num_steps=total,
-                             checkpointer=ckpt, progress=False)
+                             checkpointer=ckpt, progress=False, **spc)
+    assert ckpt.all_steps() == [3, 6, 7]
     ckpt.close()
     got = flat(resumed.state)
     assert sorted(got) == sorted(reference)
