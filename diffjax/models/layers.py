@@ -138,14 +138,15 @@ _NHWC = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1
 @contextlib.contextmanager
 def loop_friendly_conv_gradients(enabled: bool = True):
     """While active (at trace time), `conv_general_dilated` computes the gradients of
-    undilated 2-D NHWC convolutions (any strides and padding) as NHWC/HWIO convolutions of
-    explicitly transposed operands.
+    undilated 2-D NHWC convolutions (any strides; any padding that leaves no input row
+    unused) as NHWC/HWIO convolutions of explicitly transposed operands.
 
     Why: XLA:CPU (jaxlib 0.10) gives a weight-gradient convolution inside a ``while`` loop
     (``lax.scan``) none of the layout changes it makes at the top level, and runs it
     through a generic loop ~100x slower (measured: 3x3, 64 -> 64 channels, 128 x 8 x 8:
-    529 ms per call inside a scan, 4.4 ms in this form). The train step enables this for
-    gradient accumulation on CPU. The values are the same (bit-identical in our tests);
+    529 ms per call inside a scan, 4.4 ms in this form). The train step enables this on
+    CPU for its loops (gradient accumulation, ``run_steps``). The values are the same
+    (bit-identical in our tests);
     forward-mode derivatives inside loops are slower in this form, which is why it is not
     the default.
     """
