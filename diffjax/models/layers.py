@@ -146,9 +146,8 @@ def loop_friendly_conv_gradients(enabled: bool = True):
     through a generic loop ~100x slower (measured: 3x3, 64 -> 64 channels, 128 x 8 x 8:
     529 ms per call inside a scan, 4.4 ms in this form). The train step enables this on
     CPU for its loops (gradient accumulation, ``run_steps``). The values are the same
-    (bit-identical in our tests);
-    forward-mode derivatives inside loops are slower in this form, which is why it is not
-    the default.
+    (bit-identical in our tests); forward-mode derivatives inside loops are slower in this
+    form, which is why it is not the default.
     """
     token = _LOOP_FRIENDLY.set(bool(enabled))
     try:

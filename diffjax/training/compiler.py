@@ -18,7 +18,8 @@ from typing import Mapping, Optional, Sequence, Union
 import jax
 import numpy as np
 
-__all__ = ["CPU_OPTIONS", "default_compiler_options", "jit", "resolve_compiler_options"]
+__all__ = ["CPU_OPTIONS", "all_cpu", "default_compiler_options", "jit",
+           "resolve_compiler_options"]
 
 # XLA's default YNNPACK set on CPU minus LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.
 CPU_OPTIONS = {
@@ -40,11 +41,17 @@ def _cpu_options_supported() -> bool:
         return False
 
 
+def all_cpu(devices: Sequence[jax.Device]) -> bool:
+    """Whether ``devices`` is non-empty and all XLA:CPU devices (where diffjax works around
+    XLA:CPU's performance traps: these options, loop-friendly convolution gradients)."""
+    devices = list(devices)
+    return bool(devices) and all(d.platform == "cpu" for d in devices)
+
+
 def default_compiler_options(devices: Sequence[jax.Device]) -> dict:
     """The options diffjax uses for a computation on ``devices``: `CPU_OPTIONS` when they
     are all CPU devices and this jaxlib accepts them, else ``{}``."""
-    devices = list(devices)
-    if devices and all(d.platform == "cpu" for d in devices) and _cpu_options_supported():
+    if all_cpu(devices) and _cpu_options_supported():
         return dict(CPU_OPTIONS)
     return {}
 

@@ -84,7 +84,9 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
     if not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"steps_per_call must be an int >= 1, got {steps_per_call!r}")
-    save_every = checkpointer.save_interval_steps if checkpointer is not None else num_steps
+    # calls end at multiples of these (and at num_steps)
+    periods = (steps_per_call, log_every) + (
+        (checkpointer.save_interval_steps,) if checkpointer is not None else ())
     if data_state_fn is None and hasattr(batches, "get_state"):
         data_state_fn = batches.get_state
     lead = jax.process_index() == 0
@@ -107,10 +109,7 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
     t_last, step_last, examples = time.perf_counter(), step, 0
     try:
         while step < num_steps:
-            # steps in this call: up to the next multiple of steps_per_call, log_every and
-            # the checkpoint interval, and at most to num_steps
-            count = min([num_steps - step] + [n - step % n for n in
-                                              (steps_per_call, log_every, max(save_every, 1))])
+            count = min([num_steps - step] + [n - step % n for n in periods])
             if steps_per_call == 1:
                 batch = next(iterator)
                 examples += _examples_in(batch)

@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffjax.models.layers import loop_friendly_conv_gradients
 from diffjax.training import sharding as shd
-from diffjax.training.compiler import resolve_compiler_options
+from diffjax.training.compiler import all_cpu, resolve_compiler_options
 from diffjax.training.optim import ema_decay_at, ema_update
 from diffjax.training.state import TrainState
 
@@ -83,7 +83,7 @@ class TrainStep:
         self.axis_name = axis_name
         self.compiler_options = resolve_compiler_options(compiler_options, mesh.devices.flat)
         # XLA:CPU needs the loop-friendly convolution gradients inside loops (see _grads).
-        self._on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+        self._on_cpu = all_cpu(mesh.devices.flat)
         self._jitted = {}
 
     # ------------------------------------------------------------------ shardings
