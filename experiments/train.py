@@ -11,6 +11,11 @@ stopped. Outputs in the workdir: ``config.json``, ``checkpoints/``, ``tensorboar
 files), ``samples.png`` (2-D: scatter plot of samples vs data; images: sample grid) and
 ``train_summary.json`` (the final metrics line). ``--distributed`` calls
 ``jax.distributed.initialize()`` first (multi-host jobs; each host reads its own data shard).
+On TPU pods and SLURM / Open MPI clusters its arguments are detected; elsewhere give them,
+e.g. two processes on one machine (CPU; the tests run exactly this)::
+
+    python -m experiments.train --distributed --coordinator_address=localhost:12345 \
+        --num_processes=2 --process_id=0 --workdir=/tmp/run &   # and --process_id=1
 """
 from __future__ import annotations
 
@@ -40,6 +45,24 @@ def define_flags() -> None:
                         "Default: ./workdirs/<config.name>.")
     flags.DEFINE_bool("distributed", False,
                       "Call jax.distributed.initialize() (multi-host training).")
+    flags.DEFINE_string("coordinator_address", None,
+                        "With --distributed: host:port of process 0's coordinator service "
+                        "(default: JAX_COORDINATOR_ADDRESS or the cluster's auto-detection).")
+    flags.DEFINE_integer("num_processes", None,
+                         "With --distributed: the number of processes (default: auto-detected).")
+    flags.DEFINE_integer("process_id", None,
+                         "With --distributed: this process's index in [0, num_processes) "
+                         "(default: auto-detected).")
+
+
+def distributed_kwargs(flag_values) -> dict:
+    """``jax.distributed.initialize`` arguments from the flags that were given; they need
+    ``--distributed``."""
+    names = ("coordinator_address", "num_processes", "process_id")
+    given = {n: getattr(flag_values, n) for n in names if getattr(flag_values, n) is not None}
+    if given and not flag_values.distributed:
+        raise app.UsageError(f"--{'/--'.join(given)} only apply with --distributed.")
+    return given
 
 
 def default_workdir(config) -> str:
@@ -114,7 +137,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.quiet_library_logs()
     FLAGS = flags.FLAGS
-    training.maybe_initialize_distributed(FLAGS.distributed)
+    training.maybe_initialize_distributed(FLAGS.distributed, **distributed_kwargs(FLAGS))
     config = FLAGS.config
     workdir = FLAGS.workdir or default_workdir(config)
     logging.info("config %s -> workdir %s; %d devices (%s)", config.name, os.path.abspath(workdir),

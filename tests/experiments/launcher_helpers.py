@@ -12,12 +12,24 @@ if REPO not in sys.path:
 from experiments import common  # noqa: E402
 
 
-def run_cli(module, *args, timeout=300):
-    """``python -m module args`` from the repository root with one CPU device (the in-process
-    tests use the 8 simulated ones); asserts success and returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+def cli_env(devices=1):
+    """The environment of a launcher subprocess: CPU with ``devices`` simulated devices."""
+    return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def start_cli(module, *args, devices=1):
+    """``python -m module args`` started from the repository root (not waited for)."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
+                            env=cli_env(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_cli(module, *args, timeout=300, devices=1):
+    """``python -m module args`` from the repository root with ``devices`` CPU devices (one by
+    default; the in-process tests use the 8 simulated ones); asserts success and returns the
+    CompletedProcess."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(devices),
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
