@@ -234,6 +234,30 @@ def restore_params(config, workdir: str, *, ema: bool = True):
     return exp.objective, params, exp.info, restored.step
 
 
+# ---------------------------------------------------------------------------- batching
+def map_batches(fn, key, num: int, batch_size: int, *arrays):
+    """``fn(key_i, *chunks) -> (rows, extra)`` over ``num`` rows, ``batch_size`` at a time.
+
+    Every call sees the same static shapes, so ``fn`` (usually jitted) compiles once: the
+    last chunk of each array in ``arrays`` (``(num, ...)`` numpy, or None, passed as None) is
+    padded by repeating its rows, and the padded rows of ``rows`` (a pytree of arrays with
+    a leading batch axis) are dropped. Call ``i`` gets ``fold_in(key, i)``. Returns
+    ``(rows concatenated along axis 0 as numpy, [extra of every call] on the host)``.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    batch_size = int(min(batch_size, num))
+    rows, extras = [], []
+    for i, start in enumerate(range(0, num, batch_size)):
+        n = min(batch_size, num - start)
+        idx = np.resize(np.arange(start, start + n), batch_size)
+        chunks = [None if a is None else np.asarray(a)[idx] for a in arrays]
+        out, extra = fn(jax.random.fold_in(key, i), *chunks)
+        rows.append(jax.tree.map(lambda v: np.asarray(v)[:n], jax.device_get(out)))
+        extras.append(jax.device_get(extra))
+    return jax.tree.map(lambda *vs: np.concatenate(vs, axis=0), *rows), extras
+
+
 # ---------------------------------------------------------------------------- sampling
 def sample_labels(objective: Objective, config, num: int) -> Optional[np.ndarray]:
     """Labels for sampling: cycling through the classes on a conditional model with
@@ -246,11 +270,8 @@ def sample_labels(objective: Objective, config, num: int) -> Optional[np.ndarray
 def generate(objective: Objective, params, key, num: int, shape, *, solver: str, steps: int,
              t_min: float = 1e-3, grid: Optional[str] = None, batch_size: int = 1000,
              labels: Optional[np.ndarray] = None, guidance_scale: float = 1.0) -> np.ndarray:
-    """``num`` samples in model space (numpy), drawn ``batch_size`` at a time.
-
-    Every chunk has the same static shape (the last one is padded and trimmed), so sampling
-    compiles once; chunk ``i`` uses ``fold_in(key, i)``.
-    """
+    """``num`` samples in model space (numpy), drawn ``batch_size`` at a time
+    (`map_batches`: one compilation; chunk ``i`` uses ``fold_in(key, i)``)."""
     batch_size = int(min(batch_size, num))
     shape = tuple(int(s) for s in shape)
     schedule, prediction = objective.schedule, objective.prediction
@@ -268,14 +289,9 @@ def generate(objective: Objective, params, key, num: int, shape, *, solver: str,
 
     if jax.process_count() == 1:  # one device is plenty for sampling on a single host
         params = jax.device_put(params, jax.local_devices()[0])
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
-        cond = None
-        if labels is not None:
-            cond = np.resize(np.asarray(labels[start:start + batch_size]), batch_size)
-        x = draw(params, jax.random.fold_in(key, i), cond)
-        out.append(np.asarray(jax.device_get(x))[:num - start])
-    return np.concatenate(out, axis=0)
+    x, _ = map_batches(lambda k, cond: (draw(params, k, cond), None), key, num, batch_size,
+                       labels)
+    return x
 
 
 def sample_from_config(objective: Objective, params, info, config, num: int, seed: int, *,

@@ -59,18 +59,12 @@ def class_labels(objective, class_label: int, num: int) -> np.ndarray:
     return np.full(int(num), int(class_label), np.int32)
 
 
-def _chunks(num: int, batch_size: int):
-    """``(index, start)`` of the ``batch_size`` chunks covering ``num`` rows (callers pad the
-    last one to ``batch_size`` to keep shapes static)."""
-    return enumerate(range(0, num, batch_size))
-
-
 class GuidedSampler:
     """Class-conditional samples with classifier-free guidance, compiled once.
 
     ``sampler(params, key, labels, scale)`` returns ``len(labels)`` samples in model space
-    (numpy), drawn ``batch_size`` at a time; chunk ``i`` uses ``fold_in(key, i)`` and the last
-    chunk is padded and trimmed, exactly as ``experiments.common.generate``. ``labels`` and
+    (numpy), drawn ``batch_size`` at a time by ``experiments.common.map_batches``, exactly as
+    ``experiments.common.generate``. ``labels`` and
     ``scale`` are traced: changing the class or the guidance scale reuses the compiled sampler
     (``traces`` counts how often it was traced).
     """
@@ -112,16 +106,12 @@ class GuidedSampler:
         if labels.min() < 0 or labels.max() >= self.objective.num_classes:
             raise ValueError(f"labels must be in [0, {self.objective.num_classes}), got values in "
                              f"[{labels.min()}, {labels.max()}]")
-        num, bs = len(labels), min(self.batch_size, len(labels))
         if jax.process_count() == 1:
             params = jax.device_put(params, jax.local_devices()[0])
         scale = jnp.asarray(scale, jnp.float32)
-        out = []
-        for i, start in _chunks(num, bs):
-            chunk = np.resize(labels[start:start + bs], bs).astype(np.int32)
-            x = self._draw(params, jax.random.fold_in(key, i), chunk, scale)
-            out.append(np.asarray(jax.device_get(x))[:num - start])
-        return np.concatenate(out, axis=0)
+        x, _ = common.map_batches(lambda k, chunk: (self._draw(params, k, chunk, scale), None),
+                                  key, len(labels), self.batch_size, labels.astype(np.int32))
+        return x
 
 
 # ---------------------------------------------------------------------------- class match
@@ -166,8 +156,6 @@ def inpaint(objective, params, x_known: np.ndarray, mask: np.ndarray, key, *, so
     chunks (one compilation); ``mask`` (one example's shape, True = known) is shared. On a
     class-conditional model the null-class (unconditional) model fills the unknown region."""
     x_known = np.asarray(x_known, np.float32)
-    num = len(x_known)
-    bs = int(min(batch_size, num))
     mask = jnp.asarray(np.broadcast_to(mask, x_known.shape[1:]))
 
     @compiler.jit
@@ -177,13 +165,9 @@ def inpaint(objective, params, x_known: np.ndarray, mask: np.ndarray, key, *, so
                                        solver=solver, steps=steps, resample=resample)
         return x
 
-    out = []
-    for i, start in _chunks(num, bs):
-        n = min(bs, num - start)
-        idx = np.resize(np.arange(start, start + n), bs)  # pad by repeating rows
-        x = fill(params, jax.random.fold_in(key, i), x_known[idx])
-        out.append(np.asarray(jax.device_get(x))[:n])
-    return np.concatenate(out, axis=0)
+    x, _ = common.map_batches(lambda k, xb: (fill(params, k, xb), None), key, len(x_known),
+                              batch_size, x_known)
+    return x
 
 
 def inpaint_heldout(objective, params, info, config, key, *, num: int = 0, solver: str = "ddpm",

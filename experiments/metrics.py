@@ -29,6 +29,7 @@ import numpy as np
 from diffjax import likelihood
 from diffjax.data import toy
 from diffjax.training import compiler
+from experiments.common import map_batches
 
 __all__ = ["sliced_wasserstein", "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
            "ode_bits_per_dim"]
@@ -136,7 +137,6 @@ def ode_bits_per_dim(objective, params, x: np.ndarray, key, *, batch_size: int =
     x = np.asarray(x, np.float32)
     n = len(x)
     dim = int(np.prod(x.shape[1:]))
-    batch_size = int(min(batch_size, n))
 
     @compiler.jit
     def nll_batch(params, xb, key):
@@ -146,16 +146,8 @@ def ode_bits_per_dim(objective, params, x: np.ndarray, key, *, batch_size: int =
                                        t_min=t_min)
         return nll, info["nfe"]
 
-    nlls, nfes = [], []
-    for i, start in enumerate(range(0, n, batch_size)):
-        xb = x[start:start + batch_size]
-        pad = batch_size - len(xb)
-        if pad:  # static shapes: pad with copies, drop their values
-            xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
-        nll, nfe = nll_batch(params, xb, jax.random.fold_in(key, i))
-        nlls.append(np.asarray(nll)[:batch_size - pad])
-        nfes.append(int(nfe))
-    nll = np.concatenate(nlls).astype(np.float64)
+    nll, nfes = map_batches(lambda k, xb: nll_batch(params, xb, k), key, n, batch_size, x)
+    nll = nll.astype(np.float64)
     if not np.all(np.isfinite(nll)):
         raise FloatingPointError(f"non-finite ODE NLL for {np.sum(~np.isfinite(nll))} of {n} examples")
     mean = float(nll.mean())
@@ -165,4 +157,4 @@ def ode_bits_per_dim(objective, params, x: np.ndarray, key, *, batch_size: int =
         bpd = mean / (dim * math.log(2.0))
     return {"nll_nats": mean, "nll_nats_stderr": float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
             "bits_per_dim": bpd, "num_examples": n, "dim": dim, "num_bins": num_bins,
-            "nfe_per_batch": float(np.mean(nfes))}
+            "nfe_per_batch": float(np.mean([int(v) for v in nfes]))}

@@ -149,7 +149,7 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
              steps: int, temperature: float = 1.0, top_p: Optional[float] = None,
              x_init: Optional[np.ndarray] = None, batch_size: int = 64):
     """``(tokens (num, seq_len) numpy, model calls per batch (list))``, drawn ``batch_size`` at
-    a time (static shapes: the last chunk is padded and trimmed; chunk ``i`` uses
+    a time (``experiments.common.map_batches``: one compilation, chunk ``i`` uses
     ``fold_in(key, i)``). ``x_init`` (seq_len,): prompt with mask ids at free positions."""
     method = default_method(objective, method)
     batch_size = int(min(batch_size, num))
@@ -166,12 +166,13 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
 
     params = jax.device_put(params, jax.local_devices()[0])
     top = None if not top_p else jnp.float32(top_p)
-    out, nfes = [], []
-    for i, start in enumerate(range(0, num, batch_size)):
-        x, info = draw(params, jax.random.fold_in(key, i), jnp.float32(temperature), top)
-        out.append(np.asarray(jax.device_get(x))[:num - start])
-        nfes.append(int(info["nfe"]))
-    return np.concatenate(out, axis=0), nfes
+
+    def call(k):
+        x, info = draw(params, k, jnp.float32(temperature), top)
+        return x, info["nfe"]
+
+    tokens, nfes = common.map_batches(call, key, num, batch_size)
+    return tokens, [int(v) for v in nfes]
 
 
 @functools.lru_cache(maxsize=4)
@@ -254,7 +255,6 @@ def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key,
         raise ValueError(f"elbo_samples must be >= 1, got {elbo_samples}")
     tokens = np.asarray(tokens, np.int32)
     n, seq_len = tokens.shape
-    batch_size = int(min(batch_size, n))
     K = int(elbo_samples)
     process = objective.process
 
@@ -266,15 +266,9 @@ def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key,
         return nelbo.reshape(K, -1).mean(0)
 
     params = jax.device_put(params, jax.local_devices()[0])
-    per_seq = []
-    for i, start in enumerate(range(0, n, batch_size)):
-        chunk = tokens[start:start + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, tokens[:pad]], axis=0)
-        values = np.asarray(jax.device_get(score(params, chunk, jax.random.fold_in(key, i))))
-        per_seq.append(values[:batch_size - pad])
-    per_seq = np.concatenate(per_seq).astype(np.float64) / (seq_len * math.log(2.0))
+    per_seq, _ = common.map_batches(lambda k, x0: (score(params, x0, k), None), key, n,
+                                    batch_size, tokens)
+    per_seq = per_seq.astype(np.float64) / (seq_len * math.log(2.0))
     if not np.all(np.isfinite(per_seq)):
         raise FloatingPointError("the ELBO is not finite on the held-out data")
     estimator = ("continuous-time ELBO" if num_steps is None else f"{num_steps}-step ELBO")
@@ -312,8 +306,6 @@ def spell_check(objective: DiscreteObjective, params, tokens: np.ndarray, key, *
     if not 0.0 < t < 1.0:
         raise ValueError(f"spell_t must be in (0, 1), got {t}")
     tokens = np.asarray(tokens, np.int32)
-    n = len(tokens)
-    batch_size = int(min(batch_size, n))
     process = objective.process
 
     @jax.jit
@@ -324,16 +316,8 @@ def spell_check(objective: DiscreteObjective, params, tokens: np.ndarray, key, *
                                     steps=int(steps), temperature=0.0)
         return noisy, fixed
 
-    noisy_all, fixed_all = [], []
-    for i, start in enumerate(range(0, n, batch_size)):
-        chunk = tokens[start:start + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, tokens[:pad]], axis=0)
-        noisy, fixed = jax.device_get(run(params, chunk, jax.random.fold_in(key, i)))
-        noisy_all.append(np.asarray(noisy)[:batch_size - pad])
-        fixed_all.append(np.asarray(fixed)[:batch_size - pad])
-    noisy, fixed = np.concatenate(noisy_all), np.concatenate(fixed_all)
+    (noisy, fixed), _ = common.map_batches(lambda k, x0: (run(params, x0, k), None), key,
+                                           len(tokens), batch_size, tokens)
     before = float(discrete.character_error_rate(noisy, tokens))
     after = float(discrete.character_error_rate(fixed, tokens))
     return {"t": float(t), "steps": int(steps), "num_chars": int(tokens.size),
