@@ -64,9 +64,9 @@ class GuidedSampler:
 
     ``sampler(params, key, labels, scale)`` returns ``len(labels)`` samples in model space
     (numpy), drawn ``batch_size`` at a time by ``experiments.common.map_batches``, exactly as
-    ``experiments.common.generate``. ``labels`` and
-    ``scale`` are traced: changing the class or the guidance scale reuses the compiled sampler
-    (``traces`` counts how often it was traced).
+    ``experiments.common.generate``. ``labels`` and ``scale`` are traced: changing the class
+    or the guidance scale reuses the compiled sampler (``traces`` counts how often it was
+    traced).
     """
 
     def __init__(self, objective, shape: Sequence[int], *, solver: str = "dpmpp_2m",
