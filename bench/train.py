@@ -4,6 +4,7 @@ r"""Train-step benchmark: diffjax (JAX/Flax NNX) vs diffusers' PyTorch ``UNet2DM
     python bench/train.py --cases digits --steps 20
     python bench/train.py --cases digits --grad-accum 2   # 2 micro-batches per step
     python bench/train.py --steps-per-call 8              # diffjax: 8 steps per call
+    python bench/train.py --repeats 1 --threads 0         # quick: one run each, every core
 
 Cases (the same U-Net layout in both frameworks: channels, residual blocks per level, attention
 resolutions, GroupNorm groups, batch):
@@ -24,6 +25,12 @@ measured on one core (the process pinned to it, one compute thread) and with eve
 (``--threads``), and the ratio compares each framework's best: on a shared, oversubscribed
 machine PyTorch's OpenMP barriers can make its multi-threaded small-op workloads 20-30x slower
 than one thread, which would be no fair baseline.
+
+The machine's speed drifts (other jobs on the host: the same run has measured 1.5x faster or
+slower an hour apart, and PyTorch's OpenMP threads suffer more from it than XLA's), so every
+measurement is repeated ``--repeats`` times (default 3), the frameworks interleaved within
+each round, and each framework's best run is compared: a slow spell then hits both sides
+instead of deciding the ratio.
 
 Figures per (case, framework), each measured in a fresh subprocess so that memory figures do
 not mix: examples/s over ``--steps`` timed steps after 2 warm-up steps; compile time; peak
@@ -270,6 +277,9 @@ def main() -> None:
     parser.add_argument("--steps-per-call", type=int, default=1,
                         help="diffjax: train steps per compiled call (TrainStep.run_steps, one "
                              "batch per step); PyTorch (eager) is unaffected")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of measurements, frameworks interleaved within each round; "
+                             "the ratio uses each framework's best run")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -277,6 +287,8 @@ def main() -> None:
         if c not in CASES:
             parser.error(f"--cases must name cases among {sorted(CASES)}, got {c!r}")
     threads = [int(t) for t in args.threads.split(",")]
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.worker:
         _worker(args.worker, cases[0], args.steps, threads[0], args.grad_accum,
                 args.steps_per_call)
@@ -295,17 +307,19 @@ def main() -> None:
     results = {}
     for case in cases:
         steps = args.steps or (20 if case == "digits" else 3)
-        for fw in frameworks:
-            for th in threads:
-                r = _spawn(fw, case, steps, th, args.grad_accum, args.steps_per_call)
-                best = results.get((case, fw))
-                if best is None or r["examples_per_s"] > best["examples_per_s"]:
-                    results[(case, fw)] = r
-                print(f"{case:8} {fw:9} {r['threads']:>7} {r['params']:>10,} {CASES[case]['batch']:>5} "
-                      f"{r['examples_per_s']:>11.1f} {r['step_ms']:>9.1f} {r['compile_s']:>10.2f} "
-                      f"{r['peak_rss_delta_mib']:>14.1f} {r['end_rss_delta_mib']:>13.1f} "
-                      f"{_fmt(r['xla_memory_mib'], '>13.1f')}",
-                      flush=True)
+        for _ in range(args.repeats):
+            for fw in frameworks:
+                for th in threads:
+                    r = _spawn(fw, case, steps, th, args.grad_accum, args.steps_per_call)
+                    best = results.get((case, fw))
+                    if best is None or r["examples_per_s"] > best["examples_per_s"]:
+                        results[(case, fw)] = r
+                    print(f"{case:8} {fw:9} {r['threads']:>7} {r['params']:>10,} "
+                          f"{CASES[case]['batch']:>5} {r['examples_per_s']:>11.1f} "
+                          f"{r['step_ms']:>9.1f} {r['compile_s']:>10.2f} "
+                          f"{r['peak_rss_delta_mib']:>14.1f} {r['end_rss_delta_mib']:>13.1f} "
+                          f"{_fmt(r['xla_memory_mib'], '>13.1f')}",
+                          flush=True)
     print()
     for case in cases:
         if (case, "jax") in results and (case, "jax-xla") in results:
@@ -315,7 +329,8 @@ def main() -> None:
         if (case, "jax") in results and (case, "torch") in results:
             j, t = results[(case, "jax")], results[(case, "torch")]
             print(f"{case}: diffjax / diffusers examples/s = "
-                  f"{j['examples_per_s'] / t['examples_per_s']:.2f}x (best thread settings: "
+                  f"{j['examples_per_s'] / t['examples_per_s']:.2f}x (best of {args.repeats} "
+                  f"{j['examples_per_s']:.1f} vs {t['examples_per_s']:.1f}; thread settings: "
                   f"{j['threads']} vs {t['threads']}); peak RSS growth ratio "
                   f"{j['peak_rss_delta_mib'] / max(t['peak_rss_delta_mib'], 1e-9):.2f}; "
                   f"params {j['params']:,} vs {t['params']:,}")
