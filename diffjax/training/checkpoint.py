@@ -19,9 +19,13 @@ mismatched shapes or entries raise `CheckpointMismatchError` naming them. A late
 cannot be read (partial or corrupt files) is skipped with a warning and the previous
 committed step is used.
 
-SIGTERM (preemption): `Checkpointer.install_sigterm_handler` makes the next
-`Checkpointer.maybe_save` save unconditionally, wait for the write, and report
-``preemption_requested`` so the loop can exit cleanly.
+SIGTERM (preemption): in a single process, `Checkpointer.install_sigterm_handler` makes
+`Checkpointer.preemption_reached` true at the next call boundary, where the loop saves
+unconditionally, waits for the write and stops. In a multi-process run a SIGTERM may reach
+one host only, and a host that stops to save alone leaves the others waiting in its
+collectives forever (seen: two processes hung after one got SIGTERM). There the signal is
+left to ``jax.distributed``'s preemption service, which tells every host, and
+`Checkpointer.preemption_reached` is its sync point: the same step on every host.
 """
 from __future__ import annotations
 
@@ -178,9 +182,11 @@ class Checkpointer:
             logging.info("Saving checkpoint step %d to %s", step, self.directory)
         return saved
 
-    def maybe_save(self, step: int, state: Any, data_state: Optional[dict] = None) -> bool:
-        """Save on the interval, or unconditionally (and synchronously) after SIGTERM."""
-        if self.preemption_requested:
+    def maybe_save(self, step: int, state: Any, data_state: Optional[dict] = None, *,
+                   preempted: bool = False) -> bool:
+        """Save on the interval, or, when ``preempted`` (`preemption_reached`),
+        unconditionally and synchronously."""
+        if preempted:
             saved = self.save(step, state, data_state, force=True)
             self.wait()
             logging.warning("Preemption: checkpoint step %d committed to %s; stopping.",
@@ -205,11 +211,18 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ preemption
     def install_sigterm_handler(self) -> None:
-        """On SIGTERM, request a save at the next step boundary (see `maybe_save`).
+        """On SIGTERM, request a save at the next step boundary (see `preemption_reached`).
 
         Must be called from the main thread. The previous handler is restored by
-        `uninstall_sigterm_handler` / `close`.
+        `uninstall_sigterm_handler` / `close`. In a multi-process run this installs nothing:
+        ``jax.distributed``'s preemption service handles SIGTERM on every host (a Python
+        handler would replace its own and let one host stop alone).
         """
+        if jax.process_count() > 1:
+            logging.info("SIGTERM is left to jax.distributed's preemption service: a signal "
+                         "to any process stops all %d at the same step, after a checkpoint.",
+                         jax.process_count())
+            return
 
         def handler(signum, frame):
             logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, "
@@ -226,17 +239,27 @@ class Checkpointer:
             self._previous_handler = None
 
     def request_preemption(self) -> None:
-        """What the SIGTERM handler does: ask for a save-and-stop at the next boundary."""
+        """What the SIGTERM handler does: ask for a save-and-stop at the next boundary
+        (single process; in a multi-process run use the preemption service, see
+        `preemption_reached`)."""
         self._preempt.set()
 
-    @property
-    def preemption_requested(self) -> bool:
-        if self._preempt.is_set():
-            return True
-        if jax.process_count() > 1:  # jax.distributed's preemption notice, agreed by all hosts
-            step = self.manager.latest_step() or 0
-            return bool(self.manager.reached_preemption(step))
-        return False
+    def preemption_reached(self, step: int, steps_done: int = 1) -> bool:
+        """Whether to save and stop now, after a call that ran the ``steps_done`` steps
+        ending at ``step``.
+
+        One process: a SIGTERM arrived (`install_sigterm_handler`) or `request_preemption`
+        was called. Several processes: ``jax.distributed``'s preemption sync point is one of
+        those steps. The service agrees on one step for all hosts once any of them is
+        notified, so every process must call this after every call, with the same steps.
+        """
+        if jax.process_count() == 1:
+            return self._preempt.is_set()
+        reached = False
+        for s in range(int(step) - int(steps_done) + 1, int(step) + 1):
+            # every step is reported (no short cut): the service expects each one
+            reached = bool(self.manager.reached_preemption(s)) or reached
+        return reached
 
     # ------------------------------------------------------------------ restoring
     def all_steps(self) -> list:

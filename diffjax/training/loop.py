@@ -68,7 +68,9 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
       logdir: TensorBoard event files go here (process 0 only).
       log_every: steps between logs (each log blocks on the metrics).
       sync_every: steps between blocking on a result (at most 16).
-      handle_sigterm: install the checkpointer's SIGTERM handler for the run.
+      handle_sigterm: install the checkpointer's SIGTERM handler for the run (one process;
+        a multi-process run relies on ``jax.distributed``'s preemption service, which stops
+        every host at the same step, whichever host the signal reached).
       callbacks: ``fn(step, state, metrics)`` after each logged step (metrics as floats).
       steps_per_call: steps run in one compiled call (`TrainStep.run_steps`; faster on CPU,
         where each call allocates the step's temporaries afresh). Calls end at multiples of
@@ -152,9 +154,9 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
             elif step // sync_every != prev // sync_every:
                 jax.block_until_ready(metrics["loss"])
             if checkpointer is not None:
-                preempted = checkpointer.preemption_requested
+                preempted = checkpointer.preemption_reached(step, count)
                 data_state = data_state_fn() if data_state_fn is not None else None
-                checkpointer.maybe_save(step, state, data_state)
+                checkpointer.maybe_save(step, state, data_state, preempted=preempted)
                 if preempted:
                     break
         if checkpointer is not None and not preempted:

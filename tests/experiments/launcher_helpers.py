@@ -18,11 +18,14 @@ def cli_env(devices=1):
                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
-def start_cli(module, *args, devices=1):
-    """``python -m module args`` started from the repository root (not waited for)."""
+def start_cli(module, *args, devices=1, log=None):
+    """``python -m module args`` started from the repository root (not waited for); output
+    to pipes, or to the file ``log`` (stdout and stderr together)."""
+    out = subprocess.PIPE if log is None else open(log, "w")
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
-                            env=cli_env(devices), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            env=cli_env(devices), stdout=out,
+                            stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
+                            text=True)
 
 
 def run_cli(module, *args, timeout=300, devices=1):

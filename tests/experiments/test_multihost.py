@@ -4,7 +4,10 @@ process with the same 4 devices; the checkpoint they write together restores and
 one device."""
 import json
 import os
+import re
+import signal
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -84,6 +87,46 @@ def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path):
                       "--config.train.num_steps=12")
     assert "Resuming from checkpoint step 8" in resumed.stderr
     _assert_same(_restore(multi, 12), _restore(single, 12))
+
+
+def _distributed(workdir, address, *extra, log_dir):
+    return [start_cli("experiments.train", *ARGS, f"--workdir={workdir}", *extra,
+                      "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+                      f"--process_id={i}", devices=2, log=os.path.join(log_dir, f"{i}.log"))
+            for i in range(2)]
+
+
+def test_sigterm_to_one_host_stops_every_host_at_one_checkpointed_step(tmp_path):
+    """A preemption notice may reach one host only. A host that saves and stops alone leaves
+    the others blocked in its collectives (two processes hung this way before the fix); the
+    preemption service makes every host stop after the same step, with one checkpoint."""
+    workdir = str(tmp_path / "run")
+    procs = _distributed(workdir, f"localhost:{_free_port()}", "--config.train.num_steps=100000",
+                         "--config.train.checkpoint_every=50000",
+                         "--config.train.log_every=50000", "--config.train.steps_per_call=2",
+                         log_dir=str(tmp_path))
+    logs = [tmp_path / f"{i}.log" for i in range(2)]
+    try:
+        deadline = time.monotonic() + 180
+        while not all("first step" in p.read_text() for p in logs):  # both are training
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                logs[0].read_text()[-3000:] + logs[1].read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(2.0)
+        procs[1].send_signal(signal.SIGTERM)  # host 1 only
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    texts = [p.read_text() for p in logs]
+    assert codes == [0, 0], texts[0][-3000:] + texts[1][-3000:]
+    stops = [re.findall(r"Stopped at step (\d+) after SIGTERM", t) for t in texts]
+    assert stops[0] and stops[0] == stops[1], stops  # both hosts, the same step
+    step = int(stops[0][0])
+    assert step % 2 == 0 and checkpoint_steps(workdir) == [step]  # a call boundary, committed
+    restored = _restore(workdir, step)
+    assert restored.step == step and restored.data_state["position"] == step
 
 
 def test_distributed_flags_need_distributed():
