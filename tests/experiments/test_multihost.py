@@ -1,7 +1,7 @@
 """Multi-host training for real: two processes joined by ``jax.distributed`` on localhost
 (2 CPU devices each, gloo collectives), each reading its own half of every batch, against one
 process with the same 4 devices; the checkpoint they write together restores and resumes on
-one device."""
+one device; a SIGTERM to one of them stops both at the same checkpointed step."""
 import json
 import os
 import re
@@ -59,13 +59,20 @@ def _assert_same(a, b, tol=1e-5):
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
+def _distributed(workdir, address, *extra, log_dir=None):
+    """Two ``experiments.train --distributed`` processes with 2 CPU devices each; output to
+    pipes, or to ``log_dir/{0,1}.log``."""
+    return [start_cli("experiments.train", *ARGS, f"--workdir={workdir}", *extra,
+                      "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+                      f"--process_id={i}", devices=2,
+                      log=None if log_dir is None else os.path.join(log_dir, f"{i}.log"))
+            for i in range(2)]
+
+
 def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path):
     multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
     address = f"localhost:{_free_port()}"
-    procs = [start_cli("experiments.train", *ARGS, f"--workdir={multi}",
-                       "--config.train.num_steps=8", "--distributed",
-                       f"--coordinator_address={address}", "--num_processes=2",
-                       f"--process_id={i}", devices=2) for i in range(2)]
+    procs = _distributed(multi, address, "--config.train.num_steps=8")
     # Meanwhile: one process, the same 4 devices, 12 steps without interruption.
     run_cli("experiments.train", *ARGS, f"--workdir={single}", "--config.train.num_steps=12",
             devices=4)
@@ -87,13 +94,6 @@ def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path):
                       "--config.train.num_steps=12")
     assert "Resuming from checkpoint step 8" in resumed.stderr
     _assert_same(_restore(multi, 12), _restore(single, 12))
-
-
-def _distributed(workdir, address, *extra, log_dir):
-    return [start_cli("experiments.train", *ARGS, f"--workdir={workdir}", *extra,
-                      "--distributed", f"--coordinator_address={address}", "--num_processes=2",
-                      f"--process_id={i}", devices=2, log=os.path.join(log_dir, f"{i}.log"))
-            for i in range(2)]
 
 
 def test_sigterm_to_one_host_stops_every_host_at_one_checkpointed_step(tmp_path):
