@@ -247,11 +247,12 @@ def map_batches(fn, key, num: int, batch_size: int, *arrays):
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     batch_size = int(min(batch_size, num))
+    arrays = [None if a is None else np.asarray(a) for a in arrays]
     rows, extras = [], []
     for i, start in enumerate(range(0, num, batch_size)):
         n = min(batch_size, num - start)
         idx = np.resize(np.arange(start, start + n), batch_size)
-        chunks = [None if a is None else np.asarray(a)[idx] for a in arrays]
+        chunks = [None if a is None else a[idx] for a in arrays]
         out, extra = fn(jax.random.fold_in(key, i), *chunks)
         rows.append(jax.tree.map(lambda v: np.asarray(v)[:n], jax.device_get(out)))
         extras.append(jax.device_get(extra))

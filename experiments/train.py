@@ -35,24 +35,27 @@ DEFAULT_CONFIG = os.path.join(_HERE, "configs", "toy.py")
 
 
 
-def define_flags() -> None:
-    """The command-line flags (defined only when run as a script, so that the launcher
-    modules can be imported together)."""
+def define_flags(flag_values=flags.FLAGS) -> None:
+    """The command-line flags, into ``flag_values`` (defined only when run as a script, so
+    that the launcher modules can be imported together)."""
+    kw = dict(flag_values=flag_values)
     config_flags.DEFINE_config_file(
         "config", DEFAULT_CONFIG, "Training config file (experiments/configs/NAME.py).",
-        lock_config=True)
+        lock_config=True, **kw)
     flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, figures). "
-                        "Default: ./workdirs/<config.name>.")
+                        "Default: ./workdirs/<config.name>.", **kw)
     flags.DEFINE_bool("distributed", False,
-                      "Call jax.distributed.initialize() (multi-host training).")
+                      "Call jax.distributed.initialize() (multi-host training).", **kw)
     flags.DEFINE_string("coordinator_address", None,
                         "With --distributed: host:port of process 0's coordinator service "
-                        "(default: JAX_COORDINATOR_ADDRESS or the cluster's auto-detection).")
+                        "(default: JAX_COORDINATOR_ADDRESS or the cluster's auto-detection).",
+                        **kw)
     flags.DEFINE_integer("num_processes", None,
-                         "With --distributed: the number of processes (default: auto-detected).")
+                         "With --distributed: the number of processes (default: auto-detected).",
+                         **kw)
     flags.DEFINE_integer("process_id", None,
                          "With --distributed: this process's index in [0, num_processes) "
-                         "(default: auto-detected).")
+                         "(default: auto-detected).", **kw)
 
 
 def distributed_kwargs(flag_values) -> dict:

@@ -21,11 +21,13 @@ def cli_env(devices=1):
 def start_cli(module, *args, devices=1, log=None):
     """``python -m module args`` started from the repository root (not waited for); output
     to pipes, or to the file ``log`` (stdout and stderr together)."""
-    out = subprocess.PIPE if log is None else open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
-                            env=cli_env(devices), stdout=out,
-                            stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
-                            text=True)
+    cmd = [sys.executable, "-m", module, *args]
+    if log is None:
+        return subprocess.Popen(cmd, cwd=REPO, env=cli_env(devices), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=REPO, env=cli_env(devices), stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
 
 
 def run_cli(module, *args, timeout=300, devices=1):

@@ -131,10 +131,7 @@ def test_sigterm_to_one_host_stops_every_host_at_one_checkpointed_step(tmp_path)
 
 def test_distributed_flags_need_distributed():
     values = flags.FlagValues()
-    flags.DEFINE_bool("distributed", False, "", flag_values=values)
-    flags.DEFINE_string("coordinator_address", None, "", flag_values=values)
-    flags.DEFINE_integer("num_processes", None, "", flag_values=values)
-    flags.DEFINE_integer("process_id", None, "", flag_values=values)
+    train.define_flags(values)  # the launcher's own flags
     values(["prog", "--num_processes=2"])
     with pytest.raises(app.UsageError, match="--num_processes only apply with --distributed"):
         train.distributed_kwargs(values)
