@@ -18,9 +18,9 @@ r"""Classifier-free guidance and inpainting on a class-conditional digits run; w
   and level for level (0..16); the classifier's accuracy against the true labels is reported on
   the inpainted digits, on the real full digits and on the top halves with a blank bottom half.
 
-Sampling goes through :class:`GuidedSampler`, which takes the labels and the guidance scale as
-traced arguments: one compilation serves every class and scale (``sampler.traces`` counts the
-traces). ``experiments.sample --class=K`` uses it as well.
+Sampling goes through `experiments.tasks.gaussian.GuidedSampler`, which takes the labels and
+the guidance scale as traced arguments: one compilation serves every class and scale
+(``sampler.traces`` counts the traces). ``experiments.sample --class=K`` uses it as well.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import functools
 import json
 import os
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,79 +39,14 @@ import diffjax
 from diffjax.data import digits as ddigits
 from diffjax.training import compiler
 from experiments import common
+from experiments.tasks.gaussian import GaussianTask, GuidedSampler
 
 METRICS_FILE = "guidance_metrics.json"
 DEFAULTS = dict(scales=(0.0, 1.0, 3.0), samples_per_class=100, inpaint_examples=0,
                 inpaint_solver="ddpm", inpaint_steps=50, inpaint_resample=10, seed=2)
 
-__all__ = ["GuidedSampler", "class_labels", "digits_classifier", "class_match", "top_half_mask",
+__all__ = ["digits_classifier", "class_match", "top_half_mask",
            "inpaint", "inpaint_heldout", "evaluate_guidance", "METRICS_FILE"]
-
-
-# ---------------------------------------------------------------------------- sampling
-def class_labels(objective, class_label: int, num: int) -> np.ndarray:
-    """``num`` copies of ``class_label`` after checking it against the model's classes."""
-    if not objective.conditional:
-        raise ValueError(f"class={class_label} was given but the model is not class-conditional "
-                         f"(train with model.class_conditional=True, e.g. configs/digits_cond.py)")
-    if isinstance(class_label, bool) or not 0 <= int(class_label) < objective.num_classes:
-        raise ValueError(f"class must be an int in [0, {objective.num_classes}), got {class_label!r}")
-    return np.full(int(num), int(class_label), np.int32)
-
-
-class GuidedSampler:
-    """Class-conditional samples with classifier-free guidance, compiled once.
-
-    ``sampler(params, key, labels, scale)`` returns ``len(labels)`` samples in model space
-    (numpy), drawn ``batch_size`` at a time by ``experiments.common.map_batches``, exactly as
-    ``experiments.common.generate``. ``labels`` and ``scale`` are traced: changing the class
-    or the guidance scale reuses the compiled sampler (``traces`` counts how often it was
-    traced).
-    """
-
-    def __init__(self, objective, shape: Sequence[int], *, solver: str = "dpmpp_2m",
-                 steps: int = 50, t_min: float = 1e-3, grid: Optional[str] = None,
-                 batch_size: int = 1000):
-        if not objective.conditional:
-            raise ValueError("GuidedSampler needs a class-conditional objective (num_classes set)")
-        self.objective = objective
-        self.shape = tuple(int(s) for s in shape)
-        self.batch_size = int(batch_size)
-        self.kw = dict(schedule=objective.schedule, prediction=objective.prediction,
-                       solver=solver, t_min=float(t_min), grid=grid or None)
-        if solver != "rk45":
-            self.kw["steps"] = int(steps)
-        self.traces = 0
-        self._draw = compiler.jit(self._draw_batch)
-
-    @classmethod
-    def from_config(cls, objective, info, config, *, solver=None, steps=None, batch_size=None):
-        """The run's sampler settings (``config.sample``), optionally overridden."""
-        s = config.sample
-        return cls(objective, info.shape, solver=solver or s.solver, steps=int(steps or s.steps),
-                   t_min=float(s.t_min), grid=s.get("grid", ""),
-                   batch_size=int(batch_size or s.batch_size))
-
-    def _draw_batch(self, params, key, labels, scale):
-        self.traces += 1  # Python side effect: runs once per trace, not per call
-        fn = self.objective.model_fn(params, labels, scale)
-        x, _ = diffjax.sample(fn, key, (labels.shape[0],) + self.shape, **self.kw)
-        return x
-
-    def __call__(self, params, key, labels, scale) -> np.ndarray:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be a non-empty 1-D int array, got {labels.dtype} "
-                             f"{labels.shape}")
-        if labels.min() < 0 or labels.max() >= self.objective.num_classes:
-            raise ValueError(f"labels must be in [0, {self.objective.num_classes}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
-        if jax.process_count() == 1:
-            params = jax.device_put(params, jax.local_devices()[0])
-        scale = jnp.asarray(scale, jnp.float32)
-        x, _ = common.map_batches(lambda k, chunk: (self._draw(params, k, chunk, scale), None),
-                                  key, len(labels), self.batch_size, labels.astype(np.int32))
-        return x
 
 
 # ---------------------------------------------------------------------------- class match
@@ -174,7 +109,7 @@ def inpaint_heldout(objective, params, info, config, key, *, num: int = 0, solve
                     steps: int = 100, resample: int = 1, clf=None) -> tuple[dict, dict]:
     """Inpaint the bottom half of the first ``num`` held-out digits (0: all); returns
     ``(metrics, arrays)`` with arrays ``real``, ``inpainted`` (levels), ``mask``, ``label``."""
-    test = common.build_dataset(config, "test")
+    test = GaussianTask().build_dataset(config, "test")
     batch = test.as_arrays(int(num) or None, seed=int(config.eval.seed))
     x_known, labels = np.asarray(batch["x"]), np.asarray(batch["label"])
     mask = top_half_mask(info.shape)
@@ -221,7 +156,7 @@ def evaluate_guidance(workdir: str, *, scales=None, samples_per_class=None, inpa
     s = _settings(config, scales=scales, samples_per_class=samples_per_class,
                   inpaint_examples=inpaint_examples, inpaint_steps=inpaint_steps,
                   inpaint_resample=inpaint_resample, seed=seed)
-    objective, params, info, step = common.restore_params(config, workdir)
+    objective, params, info, step = GaussianTask().restore_params(config, workdir)
     sampler = GuidedSampler.from_config(objective, info, config, solver=solver, steps=steps)
     key = jax.random.key(int(s["seed"]))
     labels = np.repeat(np.arange(objective.num_classes), int(s["samples_per_class"]))

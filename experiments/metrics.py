@@ -23,7 +23,6 @@ import math
 import warnings
 from typing import Optional
 
-import jax
 import numpy as np
 
 from diffjax import likelihood

@@ -7,9 +7,10 @@ r"""Train a diffusion model from a config; then sample, write a figure and a met
 A run resumes automatically from the latest checkpoint in ``WORKDIR/checkpoints`` (params,
 EMA, optimizer state, step, RNG and data-iterator position), so re-running the same command
 after an interruption -- or with a larger ``--config.train.num_steps`` -- continues where it
-stopped. Outputs in the workdir: ``config.json``, ``checkpoints/``, ``tensorboard/`` (event
-files), ``samples.png`` (2-D: scatter plot of samples vs data; images: sample grid) and
-``train_summary.json`` (the final metrics line). ``--distributed`` calls
+stopped. ``config.task`` picks what is trained (`experiments.tasks`). Outputs in the workdir:
+``config.json``, ``checkpoints/``, ``tensorboard/`` (event files), the task's samples
+(``samples.png``: a scatter plot of 2-D samples vs data or an image grid; ``samples.txt`` for
+text) and ``train_summary.json`` (the final metrics line). ``--distributed`` calls
 ``jax.distributed.initialize()`` first (multi-host jobs; each host reads its own data shard).
 On TPU pods and SLURM / Open MPI clusters its arguments are detected; elsewhere give them,
 e.g. two processes on one machine (CPU; the tests run exactly this)::
@@ -28,11 +29,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from diffjax import training
-from experiments import common, metrics, plots, text_task
+from experiments import common, tasks
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "toy.py")
-
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
@@ -72,35 +72,12 @@ def default_workdir(config) -> str:
     return os.path.join("workdirs", str(config.name))
 
 
-def final_samples(exp: common.Experiment, params, *, seed: int) -> dict:
-    """Samples with the config's sampler, a figure and the sample-quality figures."""
-    config, info = exp.config, exp.info
-    t0 = time.perf_counter()
-    x, _ = common.sample_from_config(exp.objective, params, info, config,
-                                     int(config.sample.num_samples), seed)
-    samples = info.postprocess(x)
-    seconds = time.perf_counter() - t0
-    reference = None
-    if config.data.name in common.ddata.toy.NAMES:
-        reference = exp.train_data.as_arrays(len(samples), seed=seed)["x"]
-    elif config.data.name != "digits":
-        test = common.build_dataset(config, "test")
-        reference = test.postprocess(test.as_arrays(min(len(samples), 1000))["x"])
-    quality = metrics.sample_quality(config.data.name, samples, reference)
-    if jax.process_index() == 0:
-        path = os.path.join(exp.workdir, "samples.png")
-        plots.samples_figure(info, samples, path, data=reference,
-                             title=f"{config.name}: {len(samples)} samples, "
-                                   f"{config.sample.solver} {config.sample.steps} steps")
-        logging.info("Wrote %s", path)
-    return {"sample_seconds": seconds, "quality": quality}
-
-
 def run(config, workdir: str) -> dict:
     """Train (or resume) to ``config.train.num_steps``, then sample; returns the summary."""
     t_start = time.perf_counter()
+    task = tasks.get(config)
     common.save_config(config, workdir)
-    exp = common.Experiment(config, workdir)
+    exp = task.experiment(config, workdir)
     try:
         state, data_state = exp.restore_or_init()
         start_step = int(state.step)
@@ -119,8 +96,7 @@ def run(config, workdir: str) -> dict:
                    "train_metrics": result.metrics}
         if result.preempted:
             return summary
-        finish = text_task.final_samples if common.is_text(config) else final_samples
-        summary.update(finish(exp, result.state.ema_params, seed=int(config.seed)))
+        summary.update(task.final_samples(exp, result.state.ema_params, seed=int(config.seed)))
     finally:
         exp.close()
     summary["total_seconds"] = time.perf_counter() - t_start

@@ -11,6 +11,7 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "base"
+    c.task = "gaussian"  # experiments.tasks: "gaussian" (points, images) or "text"
     c.seed = 0
 
     c.data = ml_collections.ConfigDict(dict(

@@ -6,13 +6,7 @@
 Data are uniformly dequantised (17 levels -> [-1, 1)), so the ODE likelihood gives a
 discrete bits/dim bound. Targets (SVC on real digits, see experiments.metrics): confident
 share of samples >= 0.85 x that of held-out real digits; class entropy >= 0.95 log 10.
-Measured (2 CPU cores, otherwise idle): training 249 s (4.2 min, 4000 steps, 10 steps per
-compiled call, the train step compiled with diffjax.training.compiler's CPU options);
-experiments.evaluate: confidence ratio 0.917 (0.820 vs 0.894 on real digits), class entropy
-0.998 log 10, 1.854 bits/dim (ODE, held-out, dequantised). Earlier runs of the same config: 309 s
-with one step per call (0.917, 0.998 log 10, 1.854), 327 s before the affine group_norm
-(0.914, 0.998 log 10, 1.854), 373 s with YNNPACK convolutions (0.921, 0.998 log 10, 1.854);
-12-18 min on a machine loaded by other jobs (load average 6-10).
+Measured figures: ``bench/RESULTS.md``.
 """
 from experiments.configs.base import get_base_config
 

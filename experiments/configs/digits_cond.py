@@ -8,18 +8,14 @@ The U-Net of ``digits.py`` with a class embedding (10 digits + the null class 10
 replaced by the null class with probability ``diffusion.cond_drop = 0.15`` during training, so
 one network learns both p(x | y) and p(x) and ``experiments.sample --guidance=W`` mixes them
 as ``uncond + W (cond - uncond)`` (W = 0: unconditional, W = 1: conditional, W > 1: guided).
-Training costs what ``digits.py`` costs (the class embedding is negligible): 4000 steps took
-19.5 minutes on 2 CPU cores shared with other jobs (load average about 10).
+Training costs what ``digits.py`` costs (the class embedding is negligible).
 
 ``sample.guidance_scale`` (the scale of ``experiments.train``'s final samples and of
 ``experiments.evaluate``) is 1, the plain conditional model; ``guidance_eval`` sets the scales
 it reports (``guidance_eval.scales``). Targets (``experiments.guidance_eval``): an SVC trained on
 the real digits assigns >= 95% of samples to the requested class at guidance 3; inpainting the
-bottom half of held-out digits keeps the top half exactly. Measured (4000 steps, 100 samples per
-class): class match 0.094 / 0.977 / 1.000 at guidance 0 / 1 / 3; inpainted held-out digits
-classified correctly 0.70 with RePaint (50 steps x 10) and 0.51 with the plain replacement
-method (100 steps), vs 0.99 for the real digits, 0.37 for top halves with a blank bottom and
-0.89 for an SVC trained on top halves only.
+bottom half of held-out digits keeps the top half exactly. Measured figures:
+``bench/RESULTS.md``.
 """
 from experiments.configs import digits
 

@@ -19,6 +19,7 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
+    c.task = "text"
     c.name = "text8"
     c.data = ml_collections.ConfigDict(dict(
         name="text8", batch_size=512, seq_len=256, vocab="char", data_dir="", prefetch=2))

@@ -10,25 +10,10 @@ A small bidirectional Transformer (``TokenTransformer``, adaLN time conditioning
 chunks of ``stdlib_text`` (the English docstrings and comments of this Python's standard
 library, 27 symbols; see ``diffjax.data.text``). ``diffusion.process`` is ``"masked"``
 (absorbing, continuous-time MDLM/MD4 bound) or ``"uniform"`` (multinomial, Hoogeboom et al.;
-its continuous-time bound). Target (issue 4): held-out bits/char at least 0.8 below the
+its continuous-time bound). Target: held-out bits/char at least 0.8 below the
 corpus unigram entropy (4.11 bits/char) for both processes, in under 15 minutes of training on
-2 CPU cores; uniform-process runs are also evaluated on spell checking.
-
-Measured (this config at commit time, 2-core CPU shared with a benchmark job; held-out text is
-the last 5% of the corpus, 2031 sequences = 129,984 characters, 16 antithetic time samples per
-sequence, EMA parameters):
-
-=========  ==========  ========================  ============================================
-process    train time  held-out bits/char        spell check (t = 0.1, 16,384 characters)
-=========  ==========  ========================  ============================================
-masked     765 s       2.972 (1.14 below 4.114)  -
-uniform    805 s       3.097 (1.02 below 4.114)  CER 0.0958 -> 0.0760 (one model call, argmax)
-=========  ==========  ========================  ============================================
-
-Samples (masked, 64 first-hitting steps) are not fluent but are made of English-shaped words,
-about 36% of them words of the corpus ("the", "can", "with", "name", "module", ...). A uniform
-model with each token's corruption likelihood added to its logits was measured worse (3.40
-bits/char) and dropped.
+2 CPU cores; uniform-process runs are also evaluated on spell checking. Held-out text is the
+last 5% of the corpus. Measured figures: ``bench/RESULTS.md``.
 """
 import ml_collections
 
@@ -37,6 +22,7 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
+    c.task = "text"
     c.name = "text_small"
     c.data = ml_collections.ConfigDict(dict(
         name="stdlib_text", batch_size=64, seq_len=64, vocab="char", data_dir="", prefetch=2))

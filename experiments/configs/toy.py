@@ -1,12 +1,10 @@
-"""2-D toy default: a residual MLP on the checkerboard, trained in under 3 minutes on 2 CPU cores.
+"""2-D toy default: a residual MLP on the checkerboard, trained in minutes on 2 CPU cores.
 
     python -m experiments.train                       # this config, workdir ./workdirs/toy
     python -m experiments.evaluate --workdir=workdirs/toy
 
 Target: sliced Wasserstein-1 / data std <= 0.05 on 4000 samples (noise floor ~0.02).
-Measured (2 shared CPU cores, load average ~11): SW/std 0.030 after training, 0.032 at
-evaluation (another seed); 121 s wall for the whole command. The samples still blur the
-square edges: 83% of them land on the support (exact samples: 100%).
+Measured figures: ``bench/RESULTS.md``.
 """
 from experiments.configs.base import get_base_config
 

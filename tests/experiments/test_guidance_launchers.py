@@ -13,8 +13,10 @@ from flax import nnx
 
 from launcher_helpers import run_cli  # puts the repository on sys.path
 
+from diffjax import data as ddata, models  # noqa: E402
 from diffjax.data import digits as ddigits  # noqa: E402
-from experiments import common, guidance_eval, sample, train  # noqa: E402
+from experiments import common, guidance_eval, train  # noqa: E402
+from experiments.tasks import gaussian  # noqa: E402
 from experiments.configs import cifar10_cond, digits_cond  # noqa: E402
 
 
@@ -37,7 +39,7 @@ def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("digits_cond"))
     summary = train.run(_tiny_config(), workdir)
     config = common.load_config(workdir)
-    objective, params, info, step = common.restore_params(config, workdir)
+    objective, params, info, step = gaussian.GaussianTask().restore_params(config, workdir)
     return types.SimpleNamespace(workdir=workdir, summary=summary, config=config,
                                  objective=objective, params=params, info=info, step=step)
 
@@ -56,18 +58,18 @@ def test_sample_cli_with_class_and_guidance_writes_levels(run, tmp_path):
     x, labels = np.load(out), np.load(tmp_path / "s_labels.npy")
     assert x.shape == (12, 8, 8, 1) and x.dtype == np.uint8 and 0 <= x.min() and x.max() <= 16
     assert np.all(labels == 7)
-    # the CLI path is sample.draw: the same draw in-process gives the same levels
-    levels, _, _ = sample.draw(run.workdir, 12, steps=3, guidance_scale=3.0, class_label=7)
+    # the CLI path is GaussianTask.draw: the same draw in-process gives the same levels
+    levels, _, _ = gaussian.GaussianTask().draw(run.workdir, 12, steps=3, guidance_scale=3.0, class_label=7)
     np.testing.assert_array_equal(levels, x)
 
 
 def test_class_validation():
     with pytest.raises(ValueError, match="class must be"):
-        guidance_eval.class_labels(types.SimpleNamespace(conditional=True, num_classes=10), 10, 4)
+        gaussian.class_labels(types.SimpleNamespace(conditional=True, num_classes=10), 10, 4)
     with pytest.raises(ValueError, match="not class-conditional"):
-        guidance_eval.class_labels(types.SimpleNamespace(conditional=False, num_classes=None), 1, 4)
+        gaussian.class_labels(types.SimpleNamespace(conditional=False, num_classes=None), 1, 4)
     np.testing.assert_array_equal(
-        guidance_eval.class_labels(types.SimpleNamespace(conditional=True, num_classes=10), 3, 4), 3)
+        gaussian.class_labels(types.SimpleNamespace(conditional=True, num_classes=10), 3, 4), 3)
 
 
 def _perturbed(params, seed=0, scale=0.3):
@@ -80,7 +82,7 @@ def _perturbed(params, seed=0, scale=0.3):
 
 
 def test_guidance_scales_and_classes_share_one_compilation(run):
-    sampler = guidance_eval.GuidedSampler(run.objective, run.info.shape, solver="ddim", steps=3,
+    sampler = gaussian.GuidedSampler(run.objective, run.info.shape, solver="ddim", steps=3,
                                           batch_size=8)
     key = jax.random.key(0)
     params = _perturbed(run.params)
@@ -95,8 +97,8 @@ def test_guidance_scales_and_classes_share_one_compilation(run):
     # ...while at guidance 1 and 3 it matters
     assert np.abs(draws["other classes"] - draws[3.0]).max() > 1e-2
     assert np.abs(draws[1.0] - draws[0.0]).max() > 1e-2
-    # the same draws as the launchers' own sampler (common.generate) at the same scale
-    ref = common.generate(run.objective, params, key, 10, run.info.shape, solver="ddim", steps=3,
+    # the same draws as the launchers' own sampler (gaussian.generate) at the same scale
+    ref = gaussian.generate(run.objective, params, key, 10, run.info.shape, solver="ddim", steps=3,
                           batch_size=8, labels=labels, guidance_scale=3.0)
     np.testing.assert_allclose(draws[3.0], ref, atol=1e-5)
 
@@ -135,11 +137,11 @@ def test_guidance_evaluation_writes_rates(run):
 def test_conditional_configs_build(module, params):
     c = module.get_config()
     assert c.model.class_conditional and 0.1 <= c.diffusion.cond_drop <= 0.2
-    info = common.ddata.get_dataset("digits").info
+    info = ddata.get_dataset("digits").info
     if c.data.name == "cifar10":
-        spec = common.ddata.tfds.DATASETS["cifar10"]
+        spec = ddata.tfds.DATASETS["cifar10"]
         info = info.__class__(**{**info.__dict__, "name": "cifar10", "shape": spec.shape,
                                  "num_classes": spec.num_classes})
-    model = nnx.eval_shape(lambda: common.build_model(c, info))
+    model = nnx.eval_shape(lambda: gaussian.GaussianTask().build_model(c, info))
     assert model.num_classes == 10 and model.null_class == 10
-    assert params[0] < common.models.count_params(model) < params[1]
+    assert params[0] < models.count_params(model) < params[1]

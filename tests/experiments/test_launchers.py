@@ -11,7 +11,9 @@ from flax import nnx
 
 from launcher_helpers import checkpoint_steps, run_cli  # puts the repository on sys.path
 
-from experiments import common, evaluate, sample, train  # noqa: E402
+from diffjax import data as ddata, models  # noqa: E402
+from experiments import common, evaluate, train  # noqa: E402
+from experiments.tasks import gaussian  # noqa: E402
 from experiments.configs import cifar10, digits, mnist, toy  # noqa: E402
 
 TINY_TOY = [
@@ -92,7 +94,7 @@ def test_digits_train_sample_evaluate_in_process(tmp_path):
     assert summary["step"] == 3 and summary["start_step"] == 0
     assert {"confidence_ratio", "class_entropy", "confident_share"} <= set(summary["quality"])
 
-    levels, labels, step = sample.draw(workdir, 12, solver="ddim", steps=3)
+    levels, labels, step = gaussian.GaussianTask().draw(workdir, 12, solver="ddim", steps=3)
     assert step == 3 and labels is None
     assert levels.shape == (12, 8, 8, 1) and levels.dtype == np.uint8
     assert levels.min() >= 0 and levels.max() <= 16
@@ -111,21 +113,21 @@ def test_digits_train_sample_evaluate_in_process(tmp_path):
                                            (mnist, (1e6, 2e7)), (cifar10, (3e7, 4e7))])
 def test_configs_build(module, params):
     c = module.get_config()
-    info = common.ddata.get_dataset("checkerboard" if c.data.name == "checkerboard" else "digits").info
+    info = ddata.get_dataset("checkerboard" if c.data.name == "checkerboard" else "digits").info
     if c.data.name in ("mnist", "cifar10"):
-        spec = common.ddata.tfds.DATASETS[c.data.name]
+        spec = ddata.tfds.DATASETS[c.data.name]
         info = info.__class__(**{**info.__dict__, "name": c.data.name, "shape": spec.shape,
                                  "num_classes": spec.num_classes})
-    model = nnx.eval_shape(lambda: common.build_model(c, info))
-    n = common.models.count_params(model)
+    model = nnx.eval_shape(lambda: gaussian.GaussianTask().build_model(c, info))
+    n = models.count_params(model)
     assert params[0] < n < params[1], n
-    common.build_schedule(c)
+    gaussian.build_schedule(c)
     assert c.train.num_steps >= 1 and c.sample.solver
 
 
 def test_tfds_config_without_data_says_how_to_prepare(tmp_path):
     c = cifar10.get_config()
     c.data.data_dir = str(tmp_path)
-    with pytest.raises(common.ddata.tfds.DatasetNotPreparedError, match="cifar10") as err:
+    with pytest.raises(ddata.tfds.DatasetNotPreparedError, match="cifar10") as err:
         train.run(c, str(tmp_path / "run"))
     assert str(tmp_path) in str(err.value) and "tfds build cifar10" in str(err.value)

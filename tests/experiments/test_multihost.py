@@ -15,7 +15,7 @@ from absl import app, flags
 
 from launcher_helpers import checkpoint_steps, run_cli, start_cli  # puts the repo on sys.path
 
-from experiments import common, train  # noqa: E402
+from experiments import common, tasks, train  # noqa: E402
 from diffjax import training  # noqa: E402
 from diffjax.training.checkpoint import tree_paths  # noqa: E402
 
@@ -38,7 +38,7 @@ def _free_port():
 
 def _restore(workdir, step):
     config = common.load_config(workdir)
-    exp = common.Experiment(config, workdir, mesh=training.make_mesh(1))
+    exp = tasks.get(config).experiment(config, workdir, mesh=training.make_mesh(1))
     try:
         return exp.checkpointer.restore(exp.abstract_state(), step=step)
     finally:

@@ -12,7 +12,9 @@ from flax import nnx
 from launcher_helpers import checkpoint_steps, run_cli  # puts the repository on sys.path
 
 from diffjax.data import text as dtext  # noqa: E402
-from experiments import common, evaluate, text_task, train  # noqa: E402
+from diffjax import data as ddata, models  # noqa: E402
+from experiments import common, evaluate, train  # noqa: E402
+from experiments.tasks import text as text_task  # noqa: E402
 from experiments.configs import text8, text_small  # noqa: E402
 
 SEQ_LEN = 16
@@ -105,7 +107,7 @@ def test_uniform_run_spell_checks(tmp_path):
     workdir = str(tmp_path / "uniform")
     summary = train.run(c, workdir)
     assert summary["sampler"]["method"] == "ancestral"  # the uniform process's default
-    m = evaluate.evaluate(workdir, num_samples=0, nll_examples=16)  # dispatched to text_task
+    m = evaluate.evaluate(workdir, num_samples=0, nll_examples=16)  # dispatched to the text task
     assert m["process"] == "uniform" and m["num_tokens"] == 16 * SEQ_LEN
     assert np.isfinite(m["bits_per_char"])
     spell = m["spelling"]
@@ -120,9 +122,9 @@ def test_uniform_run_spell_checks(tmp_path):
 def test_text_configs_build(module, params):
     c = module.get_config()
     assert c.diffusion.process in text_task.PROCESSES and c.data.name in dtext.NAMES
-    info = common.ddata.get_dataset("stdlib_text", "test", seq_len=int(c.data.seq_len)).info
-    model = nnx.eval_shape(lambda: common.build_model(c, info))
-    n = common.models.count_params(model)
+    info = ddata.get_dataset("stdlib_text", "test", seq_len=int(c.data.seq_len)).info
+    model = nnx.eval_shape(lambda: text_task.TextTask().build_model(c, info))
+    n = models.count_params(model)
     assert params[0] < n < params[1], n
     assert model.seq_len == c.data.seq_len
 

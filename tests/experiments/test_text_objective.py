@@ -1,6 +1,7 @@
-"""diffjax.training.discrete_objective and the pure helpers of experiments.text_task:
-the loss is exactly the process's bound (per token), pure and jittable; bf16 stays finite;
-an untrained (uniform-output) masked model scores log2(27) bits/char; prompts and word counts."""
+"""diffjax.training.discrete_objective and the pure helpers of the text task
+(experiments.tasks.text, experiments.text_metrics): the loss is exactly the process's bound
+(per token), pure and jittable; bf16 stays finite; an untrained (uniform-output) masked model
+scores log2(27) bits/char; prompts and word counts."""
 import math
 import os
 import sys
@@ -16,7 +17,8 @@ sys.path.insert(0, REPO)
 
 from diffjax import discrete, models  # noqa: E402
 from diffjax.training.discrete_objective import make_discrete_objective  # noqa: E402
-from experiments import text_task  # noqa: E402
+from experiments import text_metrics  # noqa: E402
+from experiments.tasks import text as text_task  # noqa: E402
 
 V, L, B = 27, 16, 8
 
@@ -122,7 +124,7 @@ def test_untrained_masked_model_scores_log2_vocab_bits_per_char():
     model = models.TokenTransformer(V, seq_len=L, dim=32, depth=1, heads=2, rngs=nnx.Rngs(0))
     objective, params = make_discrete_objective(model, process=process)
     tokens = np.random.default_rng(0).integers(0, V, (96, L)).astype(np.int32)
-    out = text_task.bits_per_char(objective, params, tokens, jax.random.key(0), elbo_samples=4,
+    out = text_metrics.bits_per_char(objective, params, tokens, jax.random.key(0), elbo_samples=4,
                                   batch_size=32)
     assert out["num_tokens"] == 96 * L and out["elbo_samples"] == 4
     assert "continuous-time ELBO" in out["estimator"] and "antithetic" in out["estimator"]
@@ -139,5 +141,5 @@ def test_prompt_encoding_and_word_fraction():
     with pytest.raises(ValueError, match="prompt may only hold"):
         text_task.encode_prompt("a1", 12, V)
     words = frozenset({"the", "file", "is"})
-    out = text_task.word_fraction(["xx the file qq is zz", "ab the cd"], words)
+    out = text_metrics.word_fraction(["xx the file qq is zz", "ab the cd"], words)
     assert out == {"word_fraction": 4 / 5, "num_words": 5}  # first/last words are dropped

@@ -1,0 +1,377 @@
+r"""The Gaussian task: diffusion and flows on points (toy 2-D sets) and images.
+
+Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...}.py``)::
+
+    data.name (toy sets, "digits", TFDS images), .dequantize, .random_flip
+    model.name ("mlp" | "unet"), its widths, model.class_conditional
+    diffusion.schedule (+ schedule_kwargs), .prediction, .loss, .weighting (+ weighting_kwargs),
+         .t_min (0 = the loss's default), .antithetic, .importance ("" = none), .cond_drop
+    sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
+         .guidance_scale, .labels ("uniform" cycles the classes on a conditional model)
+    eval.num_samples, .nll_examples, .nll_batch_size, .nll_rtol, .nll_atol, .nll_probes,
+         .nll_t_min, .seed
+
+``experiments.sample`` writes ``.npy`` in the dataset's original value range: toy data as raw
+float32 coordinates ``(N, 2)``; digits as levels 0..16 ``(N, 8, 8, 1)``; TFDS images as
+uint8 0..255 ``(N, H, W, C)``; a class-conditional model's labels go to ``FILE_labels.npy``.
+``--class=K`` draws every sample from class K with classifier-free guidance ``--guidance=W``
+(``uncond + W (cond - uncond)``: W = 0 is the unconditional, null-class model, W = 1 the
+conditional one), through `GuidedSampler` (class and scale traced: one compilation).
+
+``experiments.evaluate`` writes ``metrics.json``:
+
+* bits/dim by the probability-flow ODE likelihood (``diffjax.likelihood.ode_nll``,
+  Hutchinson trace estimator, adaptive Dopri5) on held-out data (the dataset's ``test``
+  split). Images are evaluated on uniformly dequantised held-out data and reported as the
+  discrete-data bound (with the dequantisation offset ``log(L / 2)`` per dimension); toy data
+  as continuous bits/dim, ``nll / (2 log 2)``.
+* sample quality (``experiments.metrics``): toy -- sliced Wasserstein-1 / data std against
+  exact draws; digits -- SVC confident-share ratio and class entropy; other images -- pixel
+  statistics.
+* ``eval_samples.png`` (scatter plot or sample grid) and ``eval/*`` TensorBoard scalars.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags, logging
+from flax import nnx
+
+import diffjax
+from diffjax import data as ddata
+from diffjax import models, schedules, training
+from diffjax.training.objectives import Objective, make_objective
+from experiments import common, metrics, plots
+from experiments.tasks.base import Task
+
+__all__ = ["GaussianTask", "GuidedSampler", "class_labels", "generate", "sample_labels",
+           "sample_from_config", "build_schedule", "METRICS_FILE"]
+
+METRICS_FILE = "metrics.json"
+
+
+def build_schedule(config) -> schedules.Schedule:
+    d = config.diffusion
+    return schedules.get(d.schedule, **dict(d.get("schedule_kwargs", {}) or {}))
+
+
+# ---------------------------------------------------------------------------- sampling
+def sample_labels(objective: Objective, config, num: int) -> Optional[np.ndarray]:
+    """Labels for sampling: cycling through the classes on a conditional model with
+    ``sample.labels == "uniform"``, else None (the unconditional / null-class model)."""
+    if objective.conditional and config.sample.get("labels", "uniform") == "uniform":
+        return (np.arange(num) % objective.num_classes).astype(np.int32)
+    return None
+
+
+def _sampler_kwargs(objective, solver: str, steps: int, t_min: float, grid) -> dict:
+    kw = dict(schedule=objective.schedule, prediction=objective.prediction, solver=solver,
+              t_min=float(t_min), grid=common.opt(grid))
+    if solver != "rk45":
+        kw["steps"] = int(steps)
+    return kw
+
+
+def generate(objective: Objective, params, key, num: int, shape, *, solver: str, steps: int,
+             t_min: float = 1e-3, grid: Optional[str] = None, batch_size: int = 1000,
+             labels: Optional[np.ndarray] = None, guidance_scale: float = 1.0) -> np.ndarray:
+    """``num`` samples in model space (numpy), drawn ``batch_size`` at a time
+    (`experiments.common.map_batches`: one compilation; chunk ``i`` uses
+    ``fold_in(key, i)``)."""
+    batch_size = int(min(batch_size, num))
+    shape = tuple(int(s) for s in shape)
+    kw = _sampler_kwargs(objective, solver, steps, t_min, grid)
+
+    @training.compiler.jit
+    def draw(params, key, cond):
+        fn = objective.model_fn(params, cond, guidance_scale) if cond is not None else \
+            objective.model_fn(params)
+        x, _ = diffjax.sample(fn, key, (batch_size,) + shape, **kw)
+        return x
+
+    if jax.process_count() == 1:  # one device is plenty for sampling on a single host
+        params = jax.device_put(params, jax.local_devices()[0])
+    x, _ = common.map_batches(lambda k, cond: (draw(params, k, cond), None), key, num,
+                              batch_size, labels)
+    return x
+
+
+def sample_from_config(objective: Objective, params, info, config, num: int, seed: int, *,
+                       solver: Optional[str] = None, steps: Optional[int] = None):
+    """``(model-space samples, labels or None)`` with the config's sampling settings."""
+    s = config.sample
+    labels = sample_labels(objective, config, num)
+    x = generate(objective, params, jax.random.key(seed), num, info.shape,
+                 solver=solver or s.solver, steps=int(steps or s.steps), t_min=float(s.t_min),
+                 grid=s.get("grid", ""), batch_size=int(s.batch_size), labels=labels,
+                 guidance_scale=float(s.get("guidance_scale", 1.0)))
+    return x, labels
+
+
+def class_labels(objective, class_label: int, num: int) -> np.ndarray:
+    """``num`` copies of ``class_label`` after checking it against the model's classes."""
+    if not objective.conditional:
+        raise ValueError(f"class={class_label} was given but the model is not class-conditional "
+                         f"(train with model.class_conditional=True, e.g. configs/digits_cond.py)")
+    if isinstance(class_label, bool) or not 0 <= int(class_label) < objective.num_classes:
+        raise ValueError(f"class must be an int in [0, {objective.num_classes}), got {class_label!r}")
+    return np.full(int(num), int(class_label), np.int32)
+
+
+class GuidedSampler:
+    """Class-conditional samples with classifier-free guidance, compiled once.
+
+    ``sampler(params, key, labels, scale)`` returns ``len(labels)`` samples in model space
+    (numpy), drawn ``batch_size`` at a time by ``experiments.common.map_batches``, exactly as
+    `generate`. ``labels`` and ``scale`` are traced: changing the class or the guidance scale
+    reuses the compiled sampler (``traces`` counts how often it was traced).
+    """
+
+    def __init__(self, objective, shape: Sequence[int], *, solver: str = "dpmpp_2m",
+                 steps: int = 50, t_min: float = 1e-3, grid: Optional[str] = None,
+                 batch_size: int = 1000):
+        if not objective.conditional:
+            raise ValueError("GuidedSampler needs a class-conditional objective (num_classes set)")
+        self.objective = objective
+        self.shape = tuple(int(s) for s in shape)
+        self.batch_size = int(batch_size)
+        self.kw = _sampler_kwargs(objective, solver, steps, t_min, grid)
+        self.traces = 0
+        self._draw = training.compiler.jit(self._draw_batch)
+
+    @classmethod
+    def from_config(cls, objective, info, config, *, solver=None, steps=None, batch_size=None):
+        """The run's sampler settings (``config.sample``), optionally overridden."""
+        s = config.sample
+        return cls(objective, info.shape, solver=solver or s.solver, steps=int(steps or s.steps),
+                   t_min=float(s.t_min), grid=s.get("grid", ""),
+                   batch_size=int(batch_size or s.batch_size))
+
+    def _draw_batch(self, params, key, labels, scale):
+        self.traces += 1  # Python side effect: runs once per trace, not per call
+        fn = self.objective.model_fn(params, labels, scale)
+        x, _ = diffjax.sample(fn, key, (labels.shape[0],) + self.shape, **self.kw)
+        return x
+
+    def __call__(self, params, key, labels, scale) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be a non-empty 1-D int array, got {labels.dtype} "
+                             f"{labels.shape}")
+        if labels.min() < 0 or labels.max() >= self.objective.num_classes:
+            raise ValueError(f"labels must be in [0, {self.objective.num_classes}), got values in "
+                             f"[{labels.min()}, {labels.max()}]")
+        if jax.process_count() == 1:
+            params = jax.device_put(params, jax.local_devices()[0])
+        scale = jnp.asarray(scale, jnp.float32)
+        x, _ = common.map_batches(lambda k, chunk: (self._draw(params, k, chunk, scale), None),
+                                  key, len(labels), self.batch_size, labels.astype(np.int32))
+        return x
+
+
+# ---------------------------------------------------------------------------- the task
+class GaussianTask(Task):
+    """Gaussian diffusion / flow matching on points and images (module docstring)."""
+
+    name = "gaussian"
+
+    # ---------------------------------------------------------------- building
+    def build_dataset(self, config, split: str) -> ddata.Dataset:
+        d = config.data
+        options = {}
+        if d.name not in ddata.toy.NAMES:
+            options = dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
+        return ddata.get_dataset(d.name, split, data_dir=common.opt(d.get("data_dir", "")),
+                                 **options)
+
+    def build_model(self, config, info: ddata.DatasetInfo) -> nnx.Module:
+        m = config.model
+        rngs = nnx.Rngs(int(config.seed))
+        num_classes = info.num_classes if m.get("class_conditional", False) else None
+        if m.get("class_conditional", False) and num_classes is None:
+            raise ValueError(f"model.class_conditional=True but dataset {info.name!r} has no "
+                             f"labels")
+        kw = dict(num_classes=num_classes, dropout=float(m.dropout),
+                  dtype=common.dtype(m.get("dtype", "float32")),
+                  time_embedding=m.get("time_embedding", "sinusoidal"), rngs=rngs)
+        if m.name == "mlp":
+            return models.MLP(int(np.prod(info.shape)), hidden=int(m.hidden), depth=int(m.depth),
+                              time_embed_dim=int(m.time_embed_dim),
+                              mlp_ratio=float(m.mlp_ratio), **kw)
+        if m.name == "unet":
+            if len(info.shape) != 3:
+                raise ValueError(f"model.name='unet' needs images (H, W, C); dataset "
+                                 f"{info.name!r} has examples of shape {info.shape}")
+            return models.UNet(
+                info.shape[-1], image_size=tuple(info.shape[:2]), ch=int(m.ch),
+                ch_mult=tuple(int(c) for c in m.ch_mult), num_res_blocks=int(m.num_res_blocks),
+                attn_resolutions=tuple(int(r) for r in m.attn_resolutions),
+                resample_with_conv=bool(m.get("resample_with_conv", True)),
+                scale_shift=bool(m.get("scale_shift", False)),
+                attn_heads=int(m.get("attn_heads", 1)), **kw)
+        raise ValueError(f"model.name must be one of ['mlp', 'unet'] for task 'gaussian' "
+                         f"(the text task takes 'token_transformer'), got {m.name!r}")
+
+    def build_objective(self, config, model: nnx.Module):
+        d = config.diffusion
+        return make_objective(
+            model, schedule=build_schedule(config), prediction=d.prediction, loss=d.loss,
+            weighting=d.weighting, weighting_kwargs=dict(d.get("weighting_kwargs", {}) or {}),
+            t_min=d.get("t_min", 0.0) or None, antithetic=bool(d.antithetic),
+            importance=common.opt(d.get("importance", "")),
+            cond_drop=float(d.get("cond_drop", 0.0)))
+
+    def reference(self, config, num: int, seed: int) -> Optional[np.ndarray]:
+        """Held-out data to compare ``num`` samples with (original range): exact draws for
+        the toy sets, up to 1000 test images for TFDS images, None for digits (their
+        metrics use a classifier instead)."""
+        name = config.data.name
+        if name in ddata.toy.NAMES:
+            return self.build_dataset(config, "test").as_arrays(num, seed=seed)["x"]
+        if name == "digits":
+            return None
+        test = self.build_dataset(config, "test")
+        return test.postprocess(test.as_arrays(min(num, 1000))["x"])
+
+    def samples_and_quality(self, config, objective, params, info, num: int, seed: int, *,
+                            solver=None, steps=None):
+        """``(samples in the original range, reference or None, quality dict, seconds)``."""
+        t0 = time.perf_counter()
+        x, _ = sample_from_config(objective, params, info, config, num, seed, solver=solver,
+                                  steps=steps)
+        samples = info.postprocess(x)
+        seconds = time.perf_counter() - t0
+        reference = self.reference(config, len(samples), seed + 1)
+        quality = metrics.sample_quality(config.data.name, samples, reference)
+        return samples, reference, quality, seconds
+
+    # ---------------------------------------------------------------- train
+    def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:
+        config = exp.config
+        samples, reference, quality, seconds = self.samples_and_quality(
+            config, exp.objective, params, exp.info, int(config.sample.num_samples), seed)
+        if jax.process_index() == 0:
+            path = os.path.join(exp.workdir, "samples.png")
+            plots.samples_figure(exp.info, samples, path, data=reference,
+                                 title=f"{config.name}: {len(samples)} samples, "
+                                       f"{config.sample.solver} {config.sample.steps} steps")
+            logging.info("Wrote %s", path)
+        return {"sample_seconds": seconds, "quality": quality}
+
+    # ---------------------------------------------------------------- sample
+    def define_sample_flags(self, flag_values) -> None:
+        kw = dict(flag_values=flag_values)
+        flags.DEFINE_float("guidance_scale", None, "Class-conditional models: classifier-free "
+                           "guidance scale; default: config.", **kw)
+        flags.DEFINE_integer("class", None, "Class-conditional models: draw every sample from "
+                             "this class; default: cycle through the classes.", **kw)
+        flags.DEFINE_alias("guidance", "guidance_scale", **kw)
+
+    def draw(self, workdir: str, num_samples: int, *, solver=None, steps=None, seed: int = 0,
+             guidance_scale=None, batch_size=None, class_label=None):
+        """``(samples in the original range, labels or None, step)`` from ``workdir``'s
+        latest checkpoint (EMA parameters)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        config = common.load_config(workdir)
+        with config.unlocked():
+            if guidance_scale is not None:
+                config.sample.guidance_scale = float(guidance_scale)
+            if batch_size is not None:
+                config.sample.batch_size = int(batch_size)
+        objective, params, info, step = self.restore_params(config, workdir)
+        if class_label is not None:
+            labels = class_labels(objective, class_label, num_samples)
+            sampler = GuidedSampler.from_config(objective, info, config, solver=solver,
+                                                steps=steps)
+            x = sampler(params, jax.random.key(seed), labels,
+                        float(config.sample.guidance_scale))
+            return info.postprocess(x), labels, step
+        x, labels = sample_from_config(objective, params, info, config, num_samples, seed,
+                                       solver=solver, steps=steps)
+        return info.postprocess(x), labels, step
+
+    def sample_main(self, F) -> None:
+        output = F.output or os.path.join(F.workdir, "samples.npy")
+        t0 = time.perf_counter()
+        samples, labels, step = self.draw(F.workdir, F.num_samples, solver=F.solver,
+                                          steps=F.steps, seed=F.seed,
+                                          guidance_scale=F.guidance_scale,
+                                          batch_size=F.batch_size, class_label=F["class"].value)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        np.save(output, samples)
+        if labels is not None:
+            np.save(os.path.splitext(output)[0] + "_labels.npy", labels)
+        logging.info("Wrote %d samples %s %s (checkpoint step %d) to %s in %.1f s",
+                     len(samples), samples.shape, samples.dtype, step, output,
+                     time.perf_counter() - t0)
+        print(f"wrote {output}: shape {samples.shape}, dtype {samples.dtype}, "
+              f"range [{samples.min()}, {samples.max()}], step {step}")
+
+    # ---------------------------------------------------------------- evaluate
+    def _heldout(self, config, num: int, seed: int):
+        """``(model-space held-out data, num_bins or None)`` for the likelihood."""
+        if config.data.name in ddata.toy.NAMES:
+            return self.build_dataset(config, "test").as_arrays(num, seed=seed)["x"], None
+        with config.unlocked():
+            config.data.dequantize = True  # the discrete-data bound needs dequantised data
+        test = self.build_dataset(config, "test")
+        levels = test.info.original_range[1] + 1
+        return test.as_arrays(num, seed=seed)["x"], int(levels)
+
+    def evaluate(self, workdir: str, *, num_samples=None, nll_examples=None, solver=None,
+                 steps=None, seed=None) -> dict:
+        t_start = time.perf_counter()
+        config = common.load_config(workdir)
+        ev = config.eval
+        seed = int(ev.seed if seed is None else seed)
+        num_samples = int(ev.num_samples if num_samples is None else num_samples)
+        nll_examples = int(ev.nll_examples if nll_examples is None else nll_examples)
+        objective, params, info, step = self.restore_params(config, workdir)
+        out = {"step": step, "dataset": config.data.name, "config": str(config.name),
+               "parameters": "ema"}
+
+        samples, reference, quality, seconds = self.samples_and_quality(
+            config, objective, params, info, num_samples, seed, solver=solver, steps=steps)
+        out["sampler"] = {"solver": solver or config.sample.solver,
+                          "steps": int(steps or config.sample.steps),
+                          "t_min": float(config.sample.t_min), "seconds": seconds}
+        out["sample_quality"] = quality
+        figure = plots.samples_figure(info, samples, os.path.join(workdir, "eval_samples.png"),
+                                      data=reference, title=f"{config.name} step {step}")
+        out["figure"] = os.path.basename(figure)
+
+        if nll_examples > 0:
+            t0 = time.perf_counter()
+            data, num_bins = self._heldout(config, nll_examples, seed)
+            nll = metrics.ode_bits_per_dim(
+                objective, params, data, jax.random.key(seed),
+                batch_size=int(ev.nll_batch_size), rtol=float(ev.nll_rtol),
+                atol=float(ev.nll_atol), probes=int(ev.nll_probes), t_min=float(ev.nll_t_min),
+                num_bins=num_bins)
+            nll["seconds"] = time.perf_counter() - t0
+            nll["dequantized"] = num_bins is not None
+            out["likelihood"] = nll
+            out["bits_per_dim"] = nll["bits_per_dim"]
+        out["seconds"] = time.perf_counter() - t_start
+
+        common.write_json(os.path.join(workdir, METRICS_FILE), out)
+        common.write_eval_scalars(workdir, step, {k: out[k] for k in ("sample_quality",
+                                                                      "likelihood") if k in out})
+        logging.info("Wrote %s", os.path.join(workdir, METRICS_FILE))
+        return out
+
+    def evaluate_main(self, F) -> dict:
+        out = self.evaluate(F.workdir, num_samples=F.num_samples, nll_examples=F.nll_examples,
+                            solver=F.solver, steps=F.steps, seed=F.seed)
+        headline = {k: v for k, v in out["sample_quality"].items() if not isinstance(v, list)}
+        if "bits_per_dim" in out:
+            headline["bits_per_dim"] = out["bits_per_dim"]
+        print(f"step {out['step']}: {json.dumps(headline)}")
+        return out

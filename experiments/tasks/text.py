@@ -1,0 +1,361 @@
+r"""The text task: discrete (masked / uniform) diffusion on characters.
+
+A config with ``task = "text"`` trains on a text dataset (``stdlib_text``, ``text8``; see
+:mod:`diffjax.data.text`)::
+
+    python -m experiments.train --config=experiments/configs/text_small.py --workdir=DIR
+    python -m experiments.evaluate --workdir=DIR            # bits/char, samples, spell check
+    python -m experiments.sample --workdir=DIR --num_samples=8 --output=FILE.txt \
+        [--solver=first_hitting|ancestral|confidence|left_to_right --steps=64 \
+         --temperature=1.0 --top_p=0.9 --prompt="the file ____ is opened"]
+
+Config sections of a text config (``experiments/configs/text_small.py``)::
+
+    data.name ("stdlib_text" | "text8"), .batch_size, .seq_len, .vocab ("char"), .data_dir
+    model.name = "token_transformer", .dim, .depth, .heads, .mlp_ratio, .cond_dim,
+         .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding
+    diffusion.process ("masked" | "uniform"), .schedule ("linear" | "cosine" | "polynomial"),
+         .exponent (polynomial), .loss ("nelbo" | "hybrid"), .ce_weight, .num_steps
+         (0 = the continuous-time bound, T = the T-step bound), .antithetic
+    sample.solver ("" = first_hitting for masked, ancestral for uniform; or any of
+         diffjax.discrete.METHODS), .steps, .temperature, .top_p (0 = off), .num_samples,
+         .batch_size
+    eval.examples (held-out sequences, 0 = all), .batch_size, .elbo_samples (K), .elbo_steps
+         (0 = continuous time), .num_samples, .spell_t (0 = off), .spell_examples,
+         .spell_steps, .seed
+
+Evaluation (``metrics.json``):
+
+* ``bits_per_char``: the negative ELBO of the held-out split in bits per character, by the
+  estimator named in ``likelihood.estimator``: the continuous-time ELBO of the run's process
+  (``process.nelbo`` with ``num_steps=None``; MDLM / MD4 for masked, the CTMC limit of the
+  multinomial bound for uniform), ``K = eval.elbo_samples`` time samples per sequence, times
+  stratified (antithetic) across the ``K x batch`` draws of each batch. An ELBO is an upper
+  bound on the model's negative log-likelihood. ``likelihood.num_tokens`` is the number of
+  characters scored; ``likelihood.stderr_bits_per_char`` the Monte Carlo standard error.
+  ``eval.elbo_steps = T`` uses the T-step bound (Hoogeboom et al. report T = 1000).
+* ``unigram_entropy_bits``: the entropy of the held-out text's character frequencies (the
+  baseline a model must beat), with the training split's entropy and the cross-entropy of
+  the training frequencies on the held-out text; ``bits_below_unigram`` the difference.
+* ``sample_quality``: ``word_fraction``, the share of the complete words of the samples
+  (the first and last, possibly cut, word of every sequence are dropped) that occur in the
+  training text, next to the same share for held-out text; samples go to
+  ``eval_samples.txt``.
+* ``spelling`` (uniform-process runs; Hoogeboom et al. 2021, section 5): held-out text
+  corrupted by the uniform process at ``t = eval.spell_t`` (each character resampled with
+  probability ``t``) and restored by the model (``diffjax.discrete.restore``, ``spell_steps``
+  reverse steps, argmax); the character error rate before and after.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags, logging
+from flax import nnx
+
+from diffjax import data as ddata
+from diffjax import discrete, models
+from diffjax.data import text as dtext
+from diffjax.training.discrete_objective import DiscreteObjective, make_discrete_objective
+from experiments import common, text_metrics
+from experiments.tasks.base import Task
+
+__all__ = ["TextTask", "PROCESSES", "build_process", "default_method", "encode_prompt",
+           "generate", "sample_texts", "sample_quality", "write_texts", "SAMPLES_FILE",
+           "EVAL_SAMPLES_FILE", "METRICS_FILE"]
+
+PROCESSES = ("masked", "uniform")
+FREE_CHAR = "_"  # marks the positions to generate in a --prompt
+SAMPLES_FILE = "samples.txt"
+EVAL_SAMPLES_FILE = "eval_samples.txt"
+METRICS_FILE = "metrics.json"
+
+
+def build_process(config, vocab_size: int):
+    d = config.diffusion
+    if d.process not in PROCESSES:
+        raise ValueError(f"diffusion.process must be one of {list(PROCESSES)}, got {d.process!r}")
+    exponent = float(d.get("exponent", 0.0)) or None
+    make = discrete.masked if d.process == "masked" else discrete.uniform
+    return make(vocab_size, d.schedule, exponent=exponent)
+
+
+def default_method(objective: DiscreteObjective, method: Optional[str] = None) -> str:
+    """``method``, or the process's default sampler (first-hitting for masked models)."""
+    if method:
+        if method not in discrete.METHODS:
+            raise ValueError(f"the sampler of a text model must be one of "
+                             f"{list(discrete.METHODS)}, got {method!r}")
+        return method
+    return "first_hitting" if isinstance(objective.process, discrete.MaskedProcess) else "ancestral"
+
+
+# ---------------------------------------------------------------------------- prompts
+def encode_prompt(prompt: str, seq_len: int, vocab_size: int) -> np.ndarray:
+    """A prompt -> ``x_init`` of shape ``(seq_len,)``: its characters are kept, ``_`` and every
+    position after the prompt are generated (value ``vocab_size``, the mask id).
+
+    ``"the module"`` is a prefix; ``"the ____ module"`` asks for infilling. Letters are
+    lower-cased; any other character than a-z, space and ``_`` raises ValueError.
+    """
+    prompt = prompt.lower()
+    if len(prompt) > seq_len:
+        raise ValueError(f"prompt has {len(prompt)} characters, more than seq_len={seq_len}")
+    bad = sorted(set(prompt) - set(dtext.CHARS) - {FREE_CHAR})
+    if bad:
+        raise ValueError(f"prompt may only hold a-z, space and {FREE_CHAR!r} (to generate); "
+                         f"got {bad}")
+    x = np.full((seq_len,), vocab_size, np.int32)
+    for i, ch in enumerate(prompt):
+        if ch != FREE_CHAR:
+            x[i] = dtext.CHARS.index(ch)
+    return x
+
+
+# ---------------------------------------------------------------------------- sampling
+def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, *, method: str,
+             steps: int, temperature: float = 1.0, top_p: Optional[float] = None,
+             x_init: Optional[np.ndarray] = None, batch_size: int = 64):
+    """``(tokens (num, seq_len) numpy, model calls per batch (list))``, drawn ``batch_size`` at
+    a time (``experiments.common.map_batches``: one compilation, chunk ``i`` uses
+    ``fold_in(key, i)``). ``x_init`` (seq_len,): prompt with mask ids at free positions."""
+    method = default_method(objective, method)
+    batch_size = int(min(batch_size, num))
+    shape = (batch_size, int(seq_len))
+    init = None
+    if x_init is not None:
+        init = jnp.broadcast_to(jnp.asarray(x_init, jnp.int32), shape)
+
+    @jax.jit
+    def draw(params, key, temperature, top_p):
+        return discrete.sample(objective.model_fn(params), key, shape, process=objective.process,
+                               steps=int(steps), x_init=init, temperature=temperature,
+                               top_p=top_p, method=method)
+
+    params = jax.device_put(params, jax.local_devices()[0])
+    top = None if not top_p else jnp.float32(top_p)
+
+    def call(k):
+        x, info = draw(params, k, jnp.float32(temperature), top)
+        return x, info["nfe"]
+
+    tokens, nfes = common.map_batches(call, key, num, batch_size)
+    return tokens, [int(v) for v in nfes]
+
+
+def _sample_settings(config, objective, method=None, steps=None, temperature=None, top_p=None):
+    s = config.sample
+    return dict(method=default_method(objective, method or s.get("solver", "")),
+                steps=int(steps or s.steps),
+                temperature=float(s.temperature if temperature is None else temperature),
+                top_p=float(s.top_p if top_p is None else top_p) or None)
+
+
+def sample_texts(config, objective: DiscreteObjective, params, info, num: int, key, *,
+                 batch_size=None, x_init=None, **overrides):
+    """``(texts, tokens, sampler settings with the model calls per batch)``: ``num`` samples
+    with ``config.sample``'s settings (``overrides``: method, steps, temperature, top_p)."""
+    settings = _sample_settings(config, objective, **overrides)
+    tokens, nfes = generate(objective, params, key, num, int(info.shape[0]), x_init=x_init,
+                            batch_size=int(batch_size or config.sample.batch_size), **settings)
+    return info.postprocess(tokens), tokens, {**settings, "nfe_per_batch": nfes}
+
+
+def sample_quality(config, texts, test) -> dict:
+    """Word statistics of ``texts`` next to those of as many held-out sequences (``test``:
+    the test-split dataset)."""
+    words = text_metrics.train_words(config.data.name, str(config.data.get("data_dir", "")))
+    out = text_metrics.word_fraction(texts, words)
+    ref = test.info.postprocess(test.as_arrays(len(texts))["x"])
+    out["heldout_word_fraction"] = text_metrics.word_fraction(ref, words)["word_fraction"]
+    out["num_samples"] = len(texts)
+    return out
+
+
+def write_texts(path: str, texts) -> None:
+    with open(path, "w") as f:
+        f.write("\n".join(texts) + "\n")
+
+
+# ---------------------------------------------------------------------------- the task
+class TextTask(Task):
+    """Masked or uniform discrete diffusion on characters (module docstring)."""
+
+    name = "text"
+
+    # ---------------------------------------------------------------- building
+    def build_dataset(self, config, split: str):
+        d = config.data
+        return ddata.get_dataset(d.name, split, data_dir=common.opt(d.get("data_dir", "")),
+                                 seq_len=int(d.seq_len), vocab=d.get("vocab", "char"))
+
+    def build_model(self, config, info) -> nnx.Module:
+        m = config.model
+        if m.name != "token_transformer":
+            raise ValueError(f"text configs need model.name='token_transformer', got {m.name!r}")
+        masked = config.diffusion.process == "masked"
+        return models.TokenTransformer(
+            int(info.vocab_size), num_extra_tokens=1 if masked else 0, seq_len=int(info.shape[0]),
+            dim=int(m.dim), depth=int(m.depth), heads=int(m.heads), mlp_ratio=float(m.mlp_ratio),
+            dropout=float(m.dropout), cond_dim=int(m.get("cond_dim", 0)) or None,
+            positions=m.get("positions", "rope"),
+            time_embedding=m.get("time_embedding", "sinusoidal"),
+            dtype=common.dtype(m.get("dtype", "float32")), rngs=nnx.Rngs(int(config.seed)))
+
+    def build_objective(self, config, model: nnx.Module):
+        d = config.diffusion
+        process = build_process(config, int(model.vocab_size))
+        return make_discrete_objective(model, process=process, loss=d.get("loss", "nelbo"),
+                                       num_steps=int(d.get("num_steps", 0)) or None,
+                                       ce_weight=float(d.get("ce_weight", 0.01)),
+                                       antithetic=bool(d.get("antithetic", True)))
+
+    # ---------------------------------------------------------------- train
+    def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:
+        """Samples to ``samples.txt`` and their word statistics."""
+        config = exp.config
+        t0 = time.perf_counter()
+        texts, _, sampler = sample_texts(config, exp.objective, params, exp.info,
+                                         int(config.sample.num_samples), jax.random.key(seed))
+        seconds = time.perf_counter() - t0
+        quality = sample_quality(config, texts, self.build_dataset(config, "test"))
+        if jax.process_index() == 0:
+            write_texts(os.path.join(exp.workdir, SAMPLES_FILE), texts)
+            for line in texts[:4]:
+                logging.info("sample: %s", line)
+        return {"sample_seconds": seconds, "quality": quality, "sampler": sampler}
+
+    # ---------------------------------------------------------------- sample
+    def define_sample_flags(self, flag_values) -> None:
+        kw = dict(flag_values=flag_values)
+        flags.DEFINE_float("temperature", None, "Text: sampling temperature (0 = greedy); "
+                           "default: config.sample.temperature.", **kw)
+        flags.DEFINE_float("top_p", None, "Text: nucleus sampling mass (0 = off); default: "
+                           "config.sample.top_p.", **kw)
+        flags.DEFINE_string("prompt", "", "Text: characters to keep; '_' and every position "
+                            "after the prompt are generated (prefix: 'the file'; infilling: "
+                            "'the ___ is').", **kw)
+
+    def draw(self, workdir: str, num_samples: int, *, solver=None, steps=None, seed: int = 0,
+             temperature=None, top_p=None, prompt: str = "", batch_size=None):
+        """``(texts, tokens, info)`` sampled from ``workdir``'s latest checkpoint (EMA)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        config = common.load_config(workdir)
+        objective, params, info, step = self.restore_params(config, workdir)
+        x_init = (encode_prompt(prompt, int(info.shape[0]), objective.vocab_size) if prompt
+                  else None)
+        texts, tokens, sampler = sample_texts(
+            config, objective, params, info, num_samples, jax.random.key(seed),
+            batch_size=batch_size, x_init=x_init, method=solver, steps=steps,
+            temperature=temperature, top_p=top_p)
+        return texts, tokens, {**sampler, "step": step}
+
+    def sample_main(self, F) -> None:
+        output = F.output or os.path.join(F.workdir, SAMPLES_FILE)
+        t0 = time.perf_counter()
+        texts, _, info = self.draw(F.workdir, F.num_samples, solver=F.solver, steps=F.steps,
+                                   seed=F.seed, temperature=F.temperature, top_p=F.top_p,
+                                   prompt=F.prompt, batch_size=F.batch_size)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        write_texts(output, texts)
+        for line in texts:
+            print(line)
+        print(f"wrote {output}: {len(texts)} samples, {info['method']} {info['steps']} steps, "
+              f"model calls per batch {info['nfe_per_batch']}, step {info['step']}, "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+
+    # ---------------------------------------------------------------- evaluate
+    def define_evaluate_flags(self, flag_values) -> None:
+        kw = dict(flag_values=flag_values)
+        flags.DEFINE_integer("elbo_samples", None, "Text: time samples K per held-out sequence "
+                             "for bits/char; default: config.eval.elbo_samples.", **kw)
+        flags.DEFINE_integer("elbo_steps", None, "Text: 0 = continuous-time ELBO, T = the "
+                             "T-step ELBO; default: config.eval.elbo_steps.", **kw)
+        flags.DEFINE_float("spell_t", None, "Text (uniform process): corruption time of the "
+                           "spell check, 0 skips it; default: config.eval.spell_t.", **kw)
+
+    def evaluate(self, workdir: str, *, num_samples=None, nll_examples=None, solver=None,
+                 steps=None, seed=None, elbo_samples=None, elbo_steps=None,
+                 spell_t=None) -> dict:
+        """Bits/char, samples and spell checking of ``workdir``'s latest checkpoint (EMA
+        parameters); writes ``metrics.json`` and ``eval_samples.txt``."""
+        t_start = time.perf_counter()
+        config = common.load_config(workdir)
+        ev = config.eval
+        seed = int(ev.seed if seed is None else seed)
+        num_samples = int(ev.num_samples if num_samples is None else num_samples)
+        examples = int(ev.examples if nll_examples is None else nll_examples)
+        elbo_samples = int(ev.elbo_samples if elbo_samples is None else elbo_samples)
+        elbo_steps = int(ev.elbo_steps if elbo_steps is None else elbo_steps) or None
+        spell_t = float(ev.spell_t if spell_t is None else spell_t)
+        objective, params, info, step = self.restore_params(config, workdir)
+        out = {"step": step, "dataset": config.data.name, "config": str(config.name),
+               "process": config.diffusion.process, "parameters": "ema"}
+        out.update(text_metrics.unigram_baselines(config.data.name,
+                                                  common.opt(config.data.get("data_dir", ""))))
+
+        t0 = time.perf_counter()
+        test = self.build_dataset(config, "test")  # read once for the ELBO, samples, spelling
+        tokens = test.as_arrays(examples or None)["x"]
+        lik = text_metrics.bits_per_char(objective, params, tokens, jax.random.key(seed),
+                                         elbo_samples=elbo_samples, num_steps=elbo_steps,
+                                         batch_size=int(ev.batch_size))
+        lik["seconds"] = time.perf_counter() - t0
+        out["likelihood"] = lik
+        out["bits_per_char"] = lik["bits_per_char"]
+        out["num_tokens"] = lik["num_tokens"]
+        out["bits_below_unigram"] = out["unigram_entropy_bits"] - lik["bits_per_char"]
+
+        if num_samples > 0:
+            t0 = time.perf_counter()
+            texts, _, sampler = sample_texts(config, objective, params, info, num_samples,
+                                             jax.random.key(seed + 1), method=solver,
+                                             steps=steps)
+            out["sampler"] = {**sampler, "seconds": time.perf_counter() - t0}
+            out["sample_quality"] = sample_quality(config, texts, test)
+            out["samples"] = texts[:8]
+            write_texts(os.path.join(workdir, EVAL_SAMPLES_FILE), texts)
+
+        if spell_t > 0 and isinstance(objective.process, discrete.UniformProcess):
+            t0 = time.perf_counter()
+            tokens = test.as_arrays(int(ev.spell_examples) or None)["x"]
+            out["spelling"] = text_metrics.spell_check(
+                objective, params, tokens, jax.random.key(seed + 2), t=spell_t,
+                steps=int(ev.spell_steps), batch_size=int(ev.batch_size))
+            out["spelling"]["seconds"] = time.perf_counter() - t0
+        out["seconds"] = time.perf_counter() - t_start
+
+        common.write_json(os.path.join(workdir, METRICS_FILE), out)
+        scalars = {"bits_per_char": out.get("bits_per_char"),
+                   "word_fraction": out.get("sample_quality", {}).get("word_fraction"),
+                   "cer_before": out.get("spelling", {}).get("cer_before"),
+                   "cer_after": out.get("spelling", {}).get("cer_after")}
+        common.write_eval_scalars(workdir, step,
+                                  {k: v for k, v in scalars.items() if v is not None})
+        return out
+
+    def evaluate_main(self, F) -> dict:
+        out = self.evaluate(F.workdir, num_samples=F.num_samples, nll_examples=F.nll_examples,
+                            solver=F.solver, steps=F.steps, seed=F.seed,
+                            elbo_samples=F.elbo_samples, elbo_steps=F.elbo_steps,
+                            spell_t=F.spell_t)
+        headline = {k: out[k] for k in ("bits_per_char", "unigram_entropy_bits",
+                                        "bits_below_unigram", "num_tokens") if k in out}
+        if "likelihood" in out:
+            headline["estimator"] = out["likelihood"]["estimator"]
+        if "sample_quality" in out:
+            headline["word_fraction"] = out["sample_quality"]["word_fraction"]
+        if "spelling" in out:
+            headline.update(cer_before=out["spelling"]["cer_before"],
+                            cer_after=out["spelling"]["cer_after"])
+        print(f"step {out['step']}: {json.dumps(headline)}")
+        for line in out.get("samples", [])[:4]:
+            print("sample:", line)
+        return out
