@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
 import diffjax.discrete as dd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402  (bench/results.py)
 
 VOCAB, LENGTH = 27, 64
 
@@ -92,11 +97,14 @@ def main():
           f"width={args.width}  layers={args.layers}  (best of {args.repeats} runs, after compilation)")
     print(f"{'steps':>5} | {'ancestral calls':>15} {'ms/seq':>8} | {'first-hit calls':>15} {'(max)':>5} {'ms/seq':>8}"
           f" | {'calls ratio':>11} {'time ratio':>10}")
+    rows = []
     for steps in args.steps:
         a_calls, _, a_time = runner("ancestral", steps)
         f_calls, f_max, f_time = runner("first_hitting", steps)
         print(f"{steps:>5} | {a_calls:>15.1f} {1e3 * a_time:>8.2f} | {f_calls:>15.1f} {f_max:>5d} {1e3 * f_time:>8.2f}"
               f" | {f_calls / a_calls:>11.3f} {f_time / a_time:>10.3f}")
+        rows.append(f"{steps} steps: calls {f_calls / a_calls:.3f}x, time {f_time / a_time:.3f}x")
+    results.record("discrete", "first-hitting / ancestral sampler: " + "; ".join(rows))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ for cand in (os.path.join(HERE, "..", "..", "shared", "conformance"), os.path.jo
         break
 from oracles import RefSchedule, sliced_wasserstein, standard_mixture  # noqa: E402
 
+sys.path.insert(0, HERE)
+import results  # noqa: E402  (bench/results.py)
+
 NFES = (5, 10, 20, 40, 80)
 DETERMINISTIC = ("euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m")
 STOCHASTIC = ("ddpm", "euler_maruyama", "pc")
@@ -81,7 +84,7 @@ def accuracy(quick=False):
           f"ratio {b10[0] / 6.7e-2:.2f}x)")
 
     if quick:
-        return
+        return best
     truth = gm.sample(np.random.default_rng(1), 4000)
     print("\n== stochastic solvers: sliced W1 of 4000 samples to exact data samples (noise floor ~0.01-0.02) ==")
     print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>14}" for n in NFES + (320,)))
@@ -92,6 +95,7 @@ def accuracy(quick=False):
             x, used = run(solver, steps, key=3, shape=(4000, 2))
             row.append(f"{sliced_wasserstein(x, truth):14.3g}")
         print(f"{solver:<16}" + "".join(row))
+    return best
 
 
 def compile_times():
@@ -157,6 +161,7 @@ def overhead():
     print("\n== run time per step, tiny MLP (2-64-64-2), batch 256, 2000 steps, float32 ==")
     print(f"bare lax.scan Euler: {1e6 * tb / steps:.2f} us/step; diffjax euler: {1e6 * to / steps:.2f} us/step; "
           f"ratio {to / tb:.2f}x (target <= 1.2)")
+    return to / tb
 
 
 def main():
@@ -164,10 +169,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="accuracy table only, no stochastic rows")
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
-    accuracy(args.quick)
+    best = accuracy(args.quick)
+    table = "; ".join(f"{s} " + "/".join(f"{best[(s, n)]:.2g}" for n in NFES) for s in DETERMINISTIC)
+    result = f"RMS error vs the exact ODE at NFE {'/'.join(map(str, NFES))}: {table}"
     if not args.quick:
         compile_times()
-        overhead()
+        result += f"; euler loop / bare lax.scan time {overhead():.2f}x"
+    results.record("solvers", result)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results as bench_results  # noqa: E402  (bench/results.py)
+
 CASES = {
     "digits": dict(image_size=8, channels=1, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                    attn_resolutions=(), batch=128),
@@ -335,6 +338,16 @@ def main() -> None:
                   f"{j['peak_rss_delta_mib'] / max(t['peak_rss_delta_mib'], 1e-9):.2f}; "
                   f"params {j['params']:,} vs {t['params']:,}")
     print("(torch: eager mode; its 'compile s' is the first step. JAX compile = lower + compile.)")
+    summary = []
+    for case in cases:
+        row = ", ".join(f"{fw} {results[(case, fw)]['examples_per_s']:.1f}"
+                        for fw in frameworks if (case, fw) in results)
+        if (case, "jax") in results and (case, "torch") in results:
+            ratio = (results[(case, "jax")]["examples_per_s"]
+                     / results[(case, "torch")]["examples_per_s"])
+            row += f" (diffjax/diffusers {ratio:.2f}x)"
+        summary.append(f"{case}: {row}")
+    bench_results.record("train", f"examples/s, best of {args.repeats}: " + "; ".join(summary))
 
 
 if __name__ == "__main__":

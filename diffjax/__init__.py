@@ -1,7 +1,8 @@
 """diffjax: diffusion models in JAX.
 
 Time runs from t = 0 (data) to t = 1 (noise); x_t = alpha(t) x0 + sigma(t) eps.
-See ``README.md`` for the conventions and ``shared/API.md`` for the public contract.
+The names exported here are the public API; ``README.md`` describes them and the
+conventions, and every function documents its arguments in its docstring.
 """
 from diffjax import discrete, editing, grids, guidance, likelihood, losses, schedules, solvers
 from diffjax.gaussian import GaussianProcess, gaussian
