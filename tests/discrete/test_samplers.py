@@ -126,6 +126,49 @@ def test_greedy_one_step_sampling_returns_the_per_position_argmax():
     np.testing.assert_array_equal(np.asarray(fn(jax.random.PRNGKey(9), 1.0, 1e-3)), x)
 
 
+def clock_model(t_start, steps, vocab_size):
+    """A model whose prediction is the grid index k of the time t = t_k it is called at (a
+    one-hot at token k): each generated token records the step at which it was revealed."""
+    def model(x, t):
+        k = jnp.round(steps * (1.0 - t / t_start)).astype(jnp.int32)
+        onehot = jnp.arange(vocab_size) == k[:, None, None]
+        return jnp.where(jnp.broadcast_to(onehot, x.shape + (vocab_size,)), 0.0, -1e9)
+
+    return model
+
+
+@pytest.mark.parametrize("method", ["ancestral", "first_hitting"])
+def test_reveal_step_distribution_from_a_partial_start(method):
+    # Started at t_start < 1 from all-masked tokens, a token is revealed at step k (between t_k
+    # and t_{k+1}) with probability (c_k - c_{k+1}) / c_0, c_k = 1 - alpha(t_k) = sin(pi t_k / 2)
+    # (MD4's cosine, written out here), and the model is called at t_k, the step's start time.
+    t_start, steps, L, n = 0.6, 4, 8, 4000
+    proc = dd.masked(steps, "cosine")
+    fn = jax.jit(lambda k: dd.sample(clock_model(t_start, steps, steps), k, (n, L), process=proc, steps=steps,
+                                     method=method, t_start=t_start)[0])
+    x = np.asarray(fn(jax.random.PRNGKey(10))).ravel()
+    c = np.sin(0.5 * np.pi * t_start * (1.0 - np.arange(steps + 1) / steps))
+    want = (c[:-1] - c[1:]) / c[0]
+    freq = np.bincount(x, minlength=steps + 1) / x.size
+    assert freq[steps] == 0  # every token revealed, none left masked
+    np.testing.assert_allclose(freq[:steps], want, atol=4 * np.sqrt(0.25 / x.size))
+
+
+def test_left_to_right_reveals_a_prefix_with_the_schedule_counts():
+    # Left-to-right: after every step the revealed tokens are exactly the leftmost ones, and
+    # floor(L (1 - alpha(t_{k+1})) / (1 - alpha(t_start))) stay masked (cosine, t_start = 0.8).
+    L, steps, t_start = 8, 3, 0.8
+    model = lambda x, t: jnp.zeros(x.shape + (3,))  # noqa: E731
+    fn = jax.jit(lambda k: dd.sample(model, k, (4, L), process=dd.masked(3, "cosine"), steps=steps,
+                                     method="left_to_right", t_start=t_start, return_trajectory=True)[1])
+    traj = np.asarray(fn(jax.random.PRNGKey(11))["trajectory"])
+    c = np.sin(0.5 * np.pi * t_start * (1.0 - np.arange(steps + 1) / steps))
+    remaining = np.floor(L * c / c[0] + 1e-4).astype(int)  # [8, 6, 3, 0]; the linear schedule's: [8, 5, 2, 0]
+    still_masked = np.arange(L)[None, :] >= (L - remaining)[:, None]  # the rightmost `remaining` positions
+    for b in range(4):
+        np.testing.assert_array_equal(traj[:, b] == 3, still_masked)
+
+
 def test_bad_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="method"):
         dd.sample(EXACT, jax.random.PRNGKey(0), (2, 4), process=MASKED, steps=4, method="beam")
