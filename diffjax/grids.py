@@ -12,12 +12,14 @@ their interior points as if that end sat at the mirror image of the other end's 
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["uniform_t", "uniform_logsnr", "karras", "get", "NAMES", "check_ts"]
+from diffjax.registry import Registry
 
-NAMES = ("uniform_t", "uniform_logsnr", "karras")
+__all__ = ["uniform_t", "uniform_logsnr", "karras", "get", "NAMES", "GRIDS", "check_ts"]
+
 
 
 def _check(steps, t_max, t_min):
@@ -66,15 +68,16 @@ def karras(schedule, steps, t_max=1.0, t_min=1e-3, rho=7.0, dtype=jnp.float32):
     return _pin_ends(schedule.t_of_logsnr(lam).astype(dtype), t_max, t_min)
 
 
+GRIDS = Registry("grid")
+GRIDS.add("uniform_t", lambda schedule, *args, **kwargs: uniform_t(*args, **kwargs))
+GRIDS.add("uniform_logsnr", uniform_logsnr)
+GRIDS.add("karras", karras)
+NAMES = GRIDS.names()
+
+
 def get(name, schedule, steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32, **kwargs):
-    """A named grid: one of ``NAMES``."""
-    if name == "uniform_t":
-        return uniform_t(steps, t_max, t_min, dtype)
-    if name == "uniform_logsnr":
-        return uniform_logsnr(schedule, steps, t_max, t_min, dtype)
-    if name == "karras":
-        return karras(schedule, steps, t_max, t_min, dtype=dtype, **kwargs)
-    raise ValueError(f"grid must be one of {list(NAMES)}, got {name!r}")
+    """A named grid: one of ``NAMES`` (``kwargs``: the grid's own options, e.g. ``rho``)."""
+    return GRIDS.get(name)(schedule, steps, t_max, t_min, dtype=dtype, **kwargs)
 
 
 def check_ts(ts, *, increasing=False):
@@ -82,7 +85,7 @@ def check_ts(ts, *, increasing=False):
     ts_np = None
     try:
         ts_np = np.asarray(ts)
-    except Exception:  # traced: only the shape can be checked here
+    except jax.errors.TracerArrayConversionError:  # traced: only the shape can be checked
         pass
     shape = jnp.shape(ts)
     if len(shape) != 1 or shape[0] < 2:

@@ -25,6 +25,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from diffjax.registry import Registry
+
 __all__ = [
     "Schedule",
     "LinearVP",
@@ -39,6 +41,7 @@ __all__ = [
     "learned_logsnr",
     "get",
     "NAMES",
+    "SCHEDULES",
 ]
 
 
@@ -102,7 +105,7 @@ class Schedule(eqx.Module):
     def diffusion2(self, t):
         """g(t)^2 = d sigma^2 / dt - 2 f(t) sigma(t)^2 = -sigma^2 d logsnr / dt."""
         t = _as_float(t)
-        lam, dlam = self._jvp(self.logsnr, t)
+        _, dlam = self._jvp(self.logsnr, t)
         return -jnp.exp(2.0 * self.log_sigma(t)) * dlam
 
     def coefficients(self, t):
@@ -296,7 +299,7 @@ def learned_logsnr(logsnr_min=-13.3, logsnr_max=5.0, hidden=1024, *, key=None) -
     if not logsnr_min < logsnr_max:
         raise ValueError(f"logsnr_min must be < logsnr_max, got logsnr_min={logsnr_min}, logsnr_max={logsnr_max}")
     key = jax.random.PRNGKey(0) if key is None else key
-    k2, k3 = jax.random.split(key)
+    k2 = jax.random.split(key)[0]
     inv_sp = lambda y: math.log(math.expm1(y))  # noqa: E731
     return LearnedLogSNR(
         w1=jnp.asarray(inv_sp(1.0)),
@@ -304,7 +307,7 @@ def learned_logsnr(logsnr_min=-13.3, logsnr_max=5.0, hidden=1024, *, key=None) -
         w2=inv_sp(1.0) + 0.1 * jax.random.normal(k2, (hidden,)),
         b2=jnp.zeros((hidden,)),
         # small weight on the nonlinear features: starts near the linear schedule
-        w3=jnp.full((hidden,), inv_sp(1e-3)) + 0.0 * jax.random.normal(k3, (hidden,)),
+        w3=jnp.full((hidden,), inv_sp(1e-3)),
         logsnr_min=float(logsnr_min),
         logsnr_max=float(logsnr_max),
     )
@@ -335,13 +338,13 @@ def rectified_flow() -> RectifiedFlow:
     return RectifiedFlow()
 
 
-NAMES = ("linear_vp", "cosine", "ve", "rectified_flow", "learned_logsnr")
+SCHEDULES = Registry("schedule")
+for _ctor in (linear_vp, cosine, ve, rectified_flow, learned_logsnr):
+    SCHEDULES.add(_ctor.__name__, _ctor)
+NAMES = SCHEDULES.names()
 
 
 def get(name: str, **kwargs) -> Schedule:
-    """Schedule by name (for configs): one of ``NAMES``."""
-    ctors = {"linear_vp": linear_vp, "cosine": cosine, "ve": ve, "rectified_flow": rectified_flow,
-             "learned_logsnr": learned_logsnr}
-    if name not in ctors:
-        raise ValueError(f"schedule must be one of {sorted(ctors)}, got {name!r}")
-    return ctors[name](**kwargs)
+    """Schedule by name (for configs): one of ``NAMES``, with its constructor's keyword
+    arguments."""
+    return SCHEDULES.get(name)(**kwargs)

@@ -42,7 +42,9 @@ step summed over the batch (for ``first_hitting``: per loop iteration, zero-padd
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -50,10 +52,11 @@ import jax.numpy as jnp
 from diffjax.discrete._numerics import as_float, default_float
 from diffjax.discrete.draws import adjust_log_probs, categorical, uniform_01
 from diffjax.discrete.processes import DiscreteProcess, MaskedProcess, UniformProcess
+from diffjax.registry import Registry
 
-__all__ = ["sample", "sample_first_hitting", "sample_confidence", "sample_left_to_right", "METHODS"]
+__all__ = ["sample", "sample_first_hitting", "sample_confidence", "sample_left_to_right", "METHODS",
+           "SAMPLERS"]
 
-METHODS = ("ancestral", "first_hitting", "confidence", "left_to_right")
 
 
 def _setup(process, key, shape, x_init, fixed):
@@ -127,9 +130,8 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
            method="ancestral", t_start=1.0, fixed=None, confidence_noise=0.0, return_trajectory=False):
     """Draws token sequences of ``shape`` (B, ...) from a discrete diffusion model; see the module
     docstring for ``method`` and the options. Returns ``(tokens, info)``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "ancestral" and not isinstance(process, MaskedProcess):
+    spec = SAMPLERS.get(method)
+    if spec.masked_only and not isinstance(process, MaskedProcess):
         raise ValueError(f"method={method!r} needs the masked process; "
                          f"use method='ancestral' for {type(process).__name__}")
     k_init, k_run = jax.random.split(key)
@@ -138,15 +140,12 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
     B = shape[0]
     x, fixed = x.reshape(B, -1), fixed.reshape(B, -1)
     den = _denoiser(model_fn, process, shape, temperature, top_p)
-    if method == "first_hitting":
+    if spec.run is not None:  # a sampler with its own loop
         if return_trajectory:
-            raise ValueError("return_trajectory is not available for method='first_hitting'")
-        x, info = _first_hitting(process, den, x, fixed, ts, k_run)
+            raise ValueError(f"return_trajectory is not available for method={method!r}")
+        x, info = spec.run(process, den, x, fixed, ts, k_run)
         return x.reshape(shape), info
-    if method == "ancestral":
-        step = _masked_step(process, den) if isinstance(process, MaskedProcess) else _uniform_step(process, den)
-    else:
-        step = _ordered_step(process, den, x, fixed, ts, method, confidence_noise)
+    step = spec.build_step(process, den, x, fixed, ts, confidence_noise)
     x, changed, traj = _scan(step, x, fixed, ts, k_run, return_trajectory)
     info = {"nfe": jnp.asarray(steps, jnp.int32), "changed": changed}
     if return_trajectory:
@@ -175,7 +174,7 @@ def _uniform_step(process, den):
     return step
 
 
-def _ordered_step(process, den, x0, fixed, ts, method, confidence_noise):
+def _ordered_step(process, den, x0, fixed, ts, confidence_noise, *, method):
     """Confidence-ordered (MaskGIT) or left-to-right unmasking with the schedule's counts."""
     mask = process.mask_id
     B, N = x0.shape
@@ -235,6 +234,32 @@ def _first_hitting(process, den, x, fixed, ts, key):
     state = (x, jnp.asarray(0, jnp.int32), k_loop, jnp.zeros((N,), jnp.int32))
     x, nfe, _, changed = jax.lax.while_loop(cond, body, state)
     return x, {"nfe": nfe, "changed": changed}
+
+
+class _Method(NamedTuple):
+    """A sampler: ``build_step(process, den, x, fixed, ts, confidence_noise)`` gives the
+    update ``step(x, t, s, key)`` that `sample` scans over the grid, or ``run(process, den,
+    x, fixed, ts, key) -> (x, info)`` runs a loop of its own."""
+
+    masked_only: bool
+    build_step: Optional[Callable] = None
+    run: Optional[Callable] = None
+
+
+def _ancestral_step(process, den, x, fixed, ts, confidence_noise):
+    if isinstance(process, MaskedProcess):
+        return _masked_step(process, den)
+    return _uniform_step(process, den)
+
+
+SAMPLERS = Registry("method")
+SAMPLERS.add("ancestral", _Method(False, build_step=_ancestral_step))
+SAMPLERS.add("first_hitting", _Method(True, run=_first_hitting))
+SAMPLERS.add("confidence", _Method(True, build_step=functools.partial(_ordered_step,
+                                                                       method="confidence")))
+SAMPLERS.add("left_to_right", _Method(True, build_step=functools.partial(_ordered_step,
+                                                                          method="left_to_right")))
+METHODS = SAMPLERS.names()
 
 
 def sample_first_hitting(model_fn, key, shape, *, process, steps, **kwargs):
