@@ -142,3 +142,69 @@ def test_inpaint_refuses_solvers_without_a_step_and_singular_starts():
     with pytest.raises(ValueError, match="cannot be converted to x0 where alpha = 0"):
         dj.editing.inpaint(lambda x, t: x, jax.random.PRNGKey(0), x_known, mask,
                            schedule=dj.schedules.rectified_flow(), prediction="eps", steps=4)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_classifier_guidance_shifts_the_score_by_the_scaled_log_prob_gradient(prediction):
+    """Dhariwal & Nichol (2021), Alg. 2: eps_guided = eps - sigma * scale * grad log p(y | x_t);
+    in data prediction (Tweedie, x0 = (x + sigma^2 score) / alpha) x0_guided = x0 + sigma^2 / alpha
+    * scale * grad. The gradient by central finite differences in float64."""
+    c, w = np.asarray([0.4, -0.9]), np.asarray([1.5, 0.7])
+
+    def log_prob(x, t):
+        return -0.5 * jnp.sum(w * (x - c) ** 2, -1) + jnp.sin(x[:, 0] * x[:, 1]) + 0.0 * t
+
+    def log_prob_np(x):
+        return -0.5 * np.sum(w * (x - c) ** 2, -1) + np.sin(x[:, 0] * x[:, 1])
+
+    x = np.asarray(GM.sample(6, 8), np.float64)
+    t = jnp.full((8,), 0.45)
+    a, s = float(SCH.alpha(0.45)), float(SCH.sigma(0.45))
+    d = 1e-5
+    grad = np.stack([(log_prob_np(x + d * e) - log_prob_np(x - d * e)) / (2 * d) for e in np.eye(2)], -1)
+    scale = 2.5
+    base = GM.model(SCH, prediction)
+    got = jax.jit(dj.guidance.classifier(base, log_prob, scale, schedule=SCH, prediction=prediction))(
+        jnp.asarray(x, jnp.float32), t)
+    plain = np.asarray(base(jnp.asarray(x, jnp.float32), t), np.float64)
+    want = plain - s * scale * grad if prediction == "eps" else plain + s**2 / a * scale * grad
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_renoise_composed_with_the_forward_marginal_is_the_forward_marginal():
+    """x_s ~ q(x_s | x0) then renoise to t > s must give q(x_t | x0) = N(alpha_t x0, sigma_t^2)
+    (the Markov property of the forward process)."""
+    n, s, t = 20000, 0.3, 0.6
+    x0 = jnp.tile(jnp.asarray([[0.8, -1.5]]), (n, 1))
+    sch = dj.schedules.linear_vp()
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x_s = float(sch.alpha(s)) * x0 + float(sch.sigma(s)) * jax.random.normal(k1, x0.shape)
+    x_t = np.asarray(jax.jit(dj.editing.renoise)(k2, x_s, jnp.float32(s), jnp.float32(t), sch), np.float64)
+    a_t, s_t = float(sch.alpha(t)), float(sch.sigma(t))
+    np.testing.assert_array_less(np.abs(x_t.mean(0) - a_t * np.asarray(x0[0])), 5 * s_t / np.sqrt(n))
+    np.testing.assert_allclose(x_t.std(0), s_t, rtol=5 * np.sqrt(0.5 / n))
+
+
+def test_inpainting_known_region_is_a_fresh_forward_draw_at_every_model_call():
+    """The replacement method: what the model sees at grid time t in the known region is
+    alpha(t) x_known + sigma(t) z (mean and std over the batch), at the first call (t_max) and
+    after every step (projected at the step's end time)."""
+    sch = dj.schedules.linear_vp()
+    seen = {}
+    base = GM.model(sch)
+
+    def spy(x, t):
+        jax.debug.callback(lambda tt, xx: seen.__setitem__(float(np.asarray(tt)[0]), np.asarray(xx)), t, x)
+        return base(x, t)
+
+    n = 4000
+    ts = np.asarray([1.0, 0.6, 0.35, 0.2, 0.1, 0.03], np.float32)
+    x_known = jnp.tile(jnp.asarray([[-1.0, 0.0]]), (n, 1))
+    jax.jit(lambda key: dj.editing.inpaint(spy, key, x_known, jnp.asarray([True, False]), schedule=sch,
+                                           prediction="eps", solver="ddpm", ts=jnp.asarray(ts)))(jax.random.PRNGKey(1))
+    jax.effects_barrier()
+    for t in ts:
+        known = seen[float(t)][:, 0].astype(np.float64)
+        a, s = float(sch.alpha(t)), float(sch.sigma(t))
+        assert abs(known.mean() + a) < 5 * s / np.sqrt(n), (t, known.mean(), -a)
+        assert abs(known.std() - s) < 5 * s * np.sqrt(0.5 / n), (t, known.std(), s)
