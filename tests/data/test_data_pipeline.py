@@ -150,3 +150,17 @@ def test_stream_iterator_resume_and_hosts():
     for step in range(6):
         np.testing.assert_array_equal(
             np.concatenate([halves[0][step]["x"], halves[1][step]["x"]]), reference[step]["x"])
+
+
+def test_augmentation_generator_is_that_of_the_epoch_and_position():
+    """Row i of batch b in epoch e is augmented with example_rng(seed, e, b * B + i), the
+    generator of its epoch and global position: the noise is fresh every epoch."""
+    it = pipeline.source_iterator(ArraySource(8), global_batch_size=4, seed=5, shuffle=False,
+                                  augment=noisy_augment, num_epochs=2)
+    batches = list(it)
+    assert len(batches) == 4
+    for k, batch in enumerate(batches):
+        epoch, b = divmod(k, 2)
+        want = [pipeline.example_rng(5, epoch, b * 4 + i).random() for i in range(4)]
+        np.testing.assert_array_equal(batch["noise"], want)
+    assert not np.array_equal(batches[0]["noise"], batches[2]["noise"])

@@ -174,3 +174,39 @@ def test_bad_arguments_raise():
     objective, params = make_objective(model, schedule=sched, prediction="v")
     with pytest.raises(ValueError, match="'x'"):
         objective.loss_fn(params, {"image": np.zeros((2, D), np.float32)}, _key(0))
+
+
+def test_time_draw_options_reach_the_loss():
+    """antithetic=False and a [t_min, t_max] window are the time draw of the loss: the
+    objective equals denoising_loss with those options, and not the default draw."""
+    objective, params, _ = _setup(antithetic=False, t_min=0.2, t_max=0.6)
+    batch, key = _batch(), _key(6)
+    k_loss = jax.random.split(key, 3)[0]
+    x0 = jnp.asarray(batch["x"])
+    loss = objective.loss_fn(params, batch, key)[0]
+
+    def reference(**kw):
+        return jnp.mean(losses.denoising_loss(objective.model_fn(params), x0, k_loss,
+                                              schedule=objective.schedule, prediction="v",
+                                              **kw)[0])
+
+    np.testing.assert_allclose(loss, reference(antithetic=False, t_min=0.2, t_max=0.6),
+                               rtol=1e-6)
+    assert not np.isclose(float(loss), float(reference(antithetic=True, t_min=0.2, t_max=0.6)))
+    assert not np.isclose(float(loss), float(reference(antithetic=False)))
+
+
+def test_masked_loss_is_the_mean_over_valid_rows():
+    """With a mask, the loss is the plain mean of the per-example losses of the valid rows
+    (sum over valid rows / their count), the per-example losses being those of the full
+    batch under the same key."""
+    objective, params, _ = _setup()
+    batch, key = _batch(), _key(2)
+    mask = np.arange(B) % 4 != 3  # 12 of 16 rows valid
+    loss, metrics = objective.loss_fn(params, dict(batch, mask=mask), key)
+    per_example, aux = losses.denoising_loss(
+        objective.model_fn(params), jnp.asarray(batch["x"]), jax.random.split(key, 3)[0],
+        schedule=objective.schedule, prediction="v")
+    np.testing.assert_allclose(loss, np.asarray(per_example)[mask].mean(), rtol=1e-6)
+    np.testing.assert_allclose(metrics["mse_eps"], np.asarray(aux["mse_eps"])[mask].mean(),
+                               rtol=1e-6)

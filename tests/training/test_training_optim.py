@@ -63,3 +63,31 @@ def test_ema_warmup_and_update():
     np.testing.assert_allclose(new["w"], [0.75 * 1 + 0.25 * 3, 0.75 * -2 + 0.25 * 2])
     with pytest.raises(ValueError, match="decay"):
         training.ema_decay_at(0, 1.5)
+
+
+@pytest.mark.parametrize("grad, clip", [([3.0, 4.0, 0.0, 12.0], 1.0),   # norm 13: clipped
+                                        ([0.3, -0.4, 0.0, 1.2], 2.0)])  # norm 1.3: kept
+def test_clipped_first_adam_step_written_out(grad, clip):
+    """First AdamW step from the config at constant learning rate, eps = 1 (so the update
+    is not just a sign and shows the clipping): g' = g * min(1, clip / |g|_2),
+    m_hat = g', v_hat = g'^2, update = -lr * g' / (|g'| + eps) (no decay on a bias)."""
+    lr, eps = 0.1, 1.0
+    g = np.array(grad)
+    gc = g * min(1.0, clip / np.linalg.norm(g))
+    tx = training.make_optimizer(dict(learning_rate=lr, total_steps=10, end_lr_ratio=1.0,
+                                      eps=eps, grad_clip=clip))
+    params = {"b": jnp.zeros(4)}
+    updates, _ = tx.update({"b": jnp.asarray(g, jnp.float32)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["b"], -lr * gc / (np.abs(gc) + eps), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_decay_all_decays_biases_too():
+    """decay_all=True: zero gradients give the decoupled decay -lr * wd * param on every
+    array, biases included."""
+    params = {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), -4.0)}
+    tx = training.make_optimizer(dict(learning_rate=0.1, total_steps=10, weight_decay=0.5,
+                                      decay_all=True))
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(updates["bias"], -0.1 * 0.5 * -4.0, rtol=1e-6)
