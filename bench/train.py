@@ -17,9 +17,10 @@ resolutions, GroupNorm groups, batch):
 One train step is the same work in both: draw t and noise, x_t = alpha x0 + sigma eps (cosine
 schedule), eps-prediction MSE, backward, global-norm clipping at 1, AdamW, EMA update (0.9999).
 diffjax: ``make_objective`` + ``training.make_train_step`` compiled ahead of time with
-``jax.jit(...).lower(...).compile()`` (compile time = lower + compile), once with the XLA
-options diffjax uses (``jax``: `diffjax.training.compiler`; on CPU convolutions through
-Eigen instead of YNNPACK) and once with XLA's defaults (``jax-xla``), for their ratio.
+``jax.jit(...).lower(...).compile()`` (compile time = lower + compile), once as shipped
+(``jax``: with `diffjax.platform`'s CPU workarounds: Eigen convolutions instead of YNNPACK,
+loop-friendly convolution gradients inside loops) and once without them (``jax-xla``:
+``platform_tweaks=False``, XLA's defaults), for their ratio.
 PyTorch: eager mode (the baseline's "compile time" column is its first, warm-up step). Each is
 measured on one core (the process pinned to it, one compute thread) and with every core
 (``--threads``), and the ratio compares each framework's best: on a shared, oversubscribed
@@ -91,7 +92,7 @@ def _groups(channels: int) -> int:
 
 
 # ----------------------------------------------------------------------------------- JAX
-def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1,
+def run_jax(case: dict, steps: int, platform_tweaks="auto", grad_accum: int = 1,
             steps_per_call: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
@@ -112,7 +113,7 @@ def run_jax(case: dict, steps: int, compiler_options="auto", grad_accum: int = 1
     optimizer = training.make_optimizer(opt)
     mesh = training.make_mesh()  # every device, as the launchers do
     step = training.make_train_step(objective.loss_fn, optimizer, mesh=mesh, ema_decay=0.9999,
-                                    compiler_options=compiler_options, grad_accum=grad_accum)
+                                    platform_tweaks=platform_tweaks, grad_accum=grad_accum)
     state = step.place(training.create_train_state(params, optimizer, rng=0))
     rng = np.random.default_rng(0)
     batch = training.shard_batch({"x": rng.uniform(-1, 1, (b, s, s, c)).astype(np.float32)}, mesh)
@@ -229,9 +230,9 @@ def _worker(framework: str, case: str, steps: int, threads: int, grad_accum: int
 
         torch.set_num_threads(threads or os.cpu_count())
         result = run_torch(CASES[case], steps, grad_accum)
-    else:  # "jax": diffjax's default compiler options; "jax-xla": XLA's own defaults
-        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else None, grad_accum,
-                         steps_per_call)
+    else:  # "jax": diffjax as shipped; "jax-xla": without diffjax.platform's workarounds
+        result = run_jax(CASES[case], steps, "auto" if framework == "jax" else False,
+                         grad_accum, steps_per_call)
         result["framework"] = framework
     result["threads"] = threads or os.cpu_count()
     print("RESULT " + json.dumps(result), flush=True)
@@ -268,8 +269,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (default: 20 for digits, 3 for unet32)")
     parser.add_argument("--frameworks", default="jax,jax-xla,torch",
-                        help="jax: diffjax as shipped (training.compiler's default XLA options); "
-                             "jax-xla: the same step with XLA's default options; torch: "
+                        help="jax: diffjax as shipped (diffjax.platform's CPU workarounds); "
+                             "jax-xla: the same step without them (platform_tweaks=False); torch: "
                              "diffusers' UNet2DModel")
     parser.add_argument("--threads", default="1,0",
                         help="thread settings to try, comma-separated (0 = every core); the "

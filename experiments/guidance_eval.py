@@ -37,7 +37,7 @@ from absl import app, flags, logging
 
 import diffjax
 from diffjax.data import digits as ddigits
-from diffjax.training import compiler
+from diffjax import platform
 from experiments import common
 from experiments.tasks.gaussian import GaussianTask, GuidedSampler
 
@@ -93,7 +93,7 @@ def inpaint(objective, params, x_known: np.ndarray, mask: np.ndarray, key, *, so
     x_known = np.asarray(x_known, np.float32)
     mask = jnp.asarray(np.broadcast_to(mask, x_known.shape[1:]))
 
-    @compiler.jit
+    @platform.jit
     def fill(params, key, xb):
         x, _ = diffjax.editing.inpaint(objective.model_fn(params), key, xb, mask[None],
                                        schedule=objective.schedule, prediction=objective.prediction,

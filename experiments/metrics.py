@@ -27,7 +27,7 @@ import numpy as np
 
 from diffjax import likelihood
 from diffjax.data import toy
-from diffjax.training import compiler
+from diffjax import platform
 from experiments.common import map_batches
 
 __all__ = ["sliced_wasserstein", "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
@@ -137,7 +137,7 @@ def ode_bits_per_dim(objective, params, x: np.ndarray, key, *, batch_size: int =
     n = len(x)
     dim = int(np.prod(x.shape[1:]))
 
-    @compiler.jit
+    @platform.jit
     def nll_batch(params, xb, key):
         nll, info = likelihood.ode_nll(objective.model_fn(params), xb, key,
                                        schedule=objective.schedule, prediction=objective.prediction,

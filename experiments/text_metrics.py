@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import discrete
+from diffjax import discrete, platform
 from diffjax.data import text as dtext
 from diffjax.training.discrete_objective import DiscreteObjective
 from experiments import common
@@ -34,7 +34,7 @@ def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key,
     K = int(elbo_samples)
     process = objective.process
 
-    @jax.jit
+    @platform.jit
     def score(params, x0, key):
         tiled = jnp.tile(x0, (K, 1))  # row k * B + b is a copy of sequence b
         nelbo = process.nelbo(objective.model_fn(params), tiled, key, num_steps=num_steps,
@@ -102,7 +102,7 @@ def spell_check(objective: DiscreteObjective, params, tokens: np.ndarray, key, *
     tokens = np.asarray(tokens, np.int32)
     process = objective.process
 
-    @jax.jit
+    @platform.jit
     def run(params, x0, key):
         k_c, k_r = jax.random.split(key)
         noisy = discrete.corrupt(k_c, x0, t, process)

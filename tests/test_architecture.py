@@ -112,3 +112,12 @@ def test_common_imports_no_task(graph):
     launcher_deps = graph["experiments.train"] | graph["experiments.sample"] | \
         graph["experiments.evaluate"]
     assert not {d for d in launcher_deps if d.startswith("experiments.tasks.")}, launcher_deps
+
+
+def test_training_does_not_import_models(graph):
+    # diffjax.training is independent of what is trained; backend workarounds that touch
+    # the model's computation live in diffjax.platform, below both.
+    bad = {m: sorted(d for d in deps if d.startswith("diffjax.models"))
+           for m, deps in graph.items() if m.startswith("diffjax.training")}
+    assert {m: d for m, d in bad.items() if d} == {}
+    assert not {d for d in graph["diffjax.platform"] if d.startswith("diffjax.")}

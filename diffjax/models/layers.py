@@ -1,11 +1,7 @@
-"""Shared building blocks: multi-head self-attention (optionally rotary), GroupNorm, a
-convolution whose gradients stay fast inside loops on XLA:CPU, dropout keys."""
+"""Shared building blocks: multi-head self-attention (optionally rotary), GroupNorm, dropout
+keys."""
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = ["Attention", "GroupNorm", "group_norm", "apply_rope", "dropout_rngs", "num_groups",
-           "concrete_range", "conv_general_dilated", "loop_friendly_conv_gradients"]
+           "concrete_range"]
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -82,7 +78,7 @@ class Attention(nnx.Module):
 def _group_mean(v, groups):
     """Mean of ``v`` (B, N, C) over N and each group of C // groups channels, broadcast back to
     (B, 1, C). Reducing over N first (a contiguous, vectorised per-channel sum) and then over
-    the channels of a group is several times faster on CPU than one reduction over both."""
+    the channels of a group vectorises better than one reduction over both."""
     b, n, c = v.shape
     per_channel = jnp.sum(v, axis=1).reshape(b, groups, c // groups)
     per_group = jnp.sum(per_channel, axis=-1, keepdims=True) / (n * (c // groups))
@@ -95,9 +91,9 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, *,
     groups, then ``* scale + bias`` (shape (C,)). Runs in float32 (the result too; callers
     cast to their compute dtype). The statistics are per-channel sums over positions, then
     sums over each group's channels, and the normalisation is one per-(example, channel)
-    affine map ``x * a + b``: the same numbers as ``nnx.GroupNorm`` (to float32 rounding) at
-    2-4x its speed on CPU, forward and backward (the affine form: 5-8% faster U-Net train
-    steps than ``(x - mean) * rsqrt(var + eps) * scale + bias``, ~19% less XLA memory)."""
+    affine map ``x * a + b``: the same numbers as ``nnx.GroupNorm`` (to float32 rounding),
+    with fewer passes over ``x`` than ``(x - mean) * rsqrt(var + eps) * scale + bias``, forward
+    and backward."""
     c = x.shape[-1]
     if x.ndim < 2 or c % groups:
         raise ValueError(f"group_norm needs x of shape (B, ..., C) with C divisible by "
@@ -127,128 +123,6 @@ class GroupNorm(nnx.Module):
         scale, bias = (v[...].astype(jnp.float32) for v in (self.scale, self.bias))
         y = group_norm(x, scale, bias, self.num_groups, eps=self.epsilon)
         return y.astype(self.dtype)
-
-
-# ------------------------------------------------------------------ convolutions
-_LOOP_FRIENDLY = contextvars.ContextVar("diffjax_loop_friendly_conv_gradients", default=False)
-_NHWC = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
-                                     out_spec=(0, 3, 1, 2))
-
-
-@contextlib.contextmanager
-def loop_friendly_conv_gradients(enabled: bool = True):
-    """While active (at trace time), `conv_general_dilated` computes the gradients of
-    undilated 2-D NHWC convolutions (any strides; any padding that leaves no input row
-    unused) as NHWC/HWIO convolutions of explicitly transposed operands.
-
-    Why: XLA:CPU (jaxlib 0.10) gives a weight-gradient convolution inside a ``while`` loop
-    (``lax.scan``) none of the layout changes it makes at the top level, and runs it
-    through a generic loop ~100x slower (measured: 3x3, 64 -> 64 channels, 128 x 8 x 8:
-    529 ms per call inside a scan, 4.4 ms in this form). The train step enables this on
-    CPU for its loops (gradient accumulation, ``run_steps``). The values are the same
-    (bit-identical in our tests); forward-mode derivatives inside loops are slower in this
-    form, which is why it is not the default.
-    """
-    token = _LOOP_FRIENDLY.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _LOOP_FRIENDLY.reset(token)
-
-
-def _conv_fwd(x, w, strides, pad):
-    return jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=_NHWC)
-
-
-def _weight_grad_padding(x_shape, kernel_shape, out_shape, strides, pad):
-    return tuple((lo, k + s * (o - 1) - n - lo) for (lo, _), k, s, o, n in
-                 zip(pad, kernel_shape[:2], strides, out_shape[1:3], x_shape[1:3]))
-
-
-def _input_grad_padding(x_shape, kernel_shape, out_shape, strides, pad):
-    return tuple((k - 1 - lo, n + lo - (o - 1) * s - 1) for (lo, _), k, s, o, n in
-                 zip(pad, kernel_shape[:2], strides, out_shape[1:3], x_shape[1:3]))
-
-
-def _conv_weight_grad(x, ct, kernel_shape, strides, pad):
-    """d<ct, conv(x, w)>/dw: a convolution of x as (C, H, W, N) by ct as (H, W, N, O),
-    the latter dilated by the strides."""
-    xt = jnp.transpose(x, (3, 1, 2, 0))
-    ctt = jnp.transpose(ct, (1, 2, 0, 3))
-    wpad = _weight_grad_padding(x.shape, kernel_shape, ct.shape, strides, pad)
-    out = jax.lax.conv_general_dilated(xt, ctt, (1, 1), wpad, rhs_dilation=strides,
-                                       dimension_numbers=_NHWC)  # (I, kh, kw, O)
-    return jnp.transpose(out, (1, 2, 0, 3))
-
-
-def _conv_input_grad(ct, w, x_shape, strides, pad):
-    """d<ct, conv(x, w)>/dx: ct (dilated by the strides) convolved with the flipped kernel,
-    in/out swapped."""
-    wt = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
-    dpad = _input_grad_padding(x_shape, w.shape, ct.shape, strides, pad)
-    return jax.lax.conv_general_dilated(ct, wt, (1, 1), dpad, lhs_dilation=strides,
-                                        dimension_numbers=_NHWC)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _conv_nhwc(x, w, strides, pad):
-    return _conv_fwd(x, w, strides, pad)
-
-
-@_conv_nhwc.defjvp
-def _conv_nhwc_jvp(strides, pad, primals, tangents):
-    # The tangent maps are written as the transposes of the backward convolutions above,
-    # so reverse mode (which transposes them back) runs exactly those.
-    x, w = primals
-    dx, dw = tangents
-    y = _conv_fwd(x, w, strides, pad)
-    out = jax.ShapeDtypeStruct(y.shape, y.dtype)
-    t_x = jax.linear_transpose(
-        lambda c: _conv_input_grad(c, w, x.shape, strides, pad), out)(dx)[0]
-    t_w = jax.linear_transpose(
-        lambda c: _conv_weight_grad(x, c, w.shape, strides, pad), out)(dw)[0]
-    return y, t_x + t_w
-
-
-def _loop_friendly_args(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                        dimension_numbers, feature_group_count, precision, kwargs):
-    """``(strides, explicit padding)`` of an undilated NHWC/HWIO convolution whose
-    gradient forms need no negative padding, else None."""
-    if lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != 1 or precision is not None:
-        return None
-    if any(v is not None for v in kwargs.values()) or dimension_numbers != _NHWC:
-        return None
-    ones = (None, (1, 1), [1, 1])
-    if lhs_dilation not in ones or rhs_dilation not in ones:
-        return None
-    strides = tuple(int(v) for v in window_strides)
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-    pad = tuple((int(lo), int(hi)) for lo, hi in padding)
-    out = (None,) + tuple((n + lo + hi - k) // st + 1 for n, (lo, hi), k, st in
-                          zip(lhs.shape[1:3], pad, rhs.shape[:2], strides))
-    pads = (pad + _weight_grad_padding(lhs.shape, rhs.shape, out, strides, pad)
-            + _input_grad_padding(lhs.shape, rhs.shape, out, strides, pad))
-    return (strides, pad) if min(min(p) for p in pads) >= 0 else None
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, **kwargs):
-    """``jax.lax.conv_general_dilated`` (the signature ``nnx.Conv`` calls), except under
-    `loop_friendly_conv_gradients`, where undilated NHWC convolutions take the
-    loop-friendly gradient form. The U-Net's convolutions use it."""
-    args = None
-    if _LOOP_FRIENDLY.get():
-        args = _loop_friendly_args(lhs, rhs, window_strides, padding, lhs_dilation,
-                                   rhs_dilation, dimension_numbers, feature_group_count,
-                                   precision, kwargs)
-    if args is not None:
-        return _conv_nhwc(lhs, rhs, *args)
-    return jax.lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, precision=precision, **kwargs)
 
 
 def dropout_rngs(module: nnx.Module, rngs) -> nnx.Rngs | None:

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.models.embeddings import Conditioning
-from diffjax.models.layers import (Attention, GroupNorm, conv_general_dilated, dropout_rngs,
-                                   num_groups)
+from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
 
 __all__ = ["UNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
@@ -18,8 +17,7 @@ _ZEROS = nnx.initializers.zeros_init()
 
 
 def _conv(in_ch: int, out_ch: int, kernel_size, **kw) -> nnx.Conv:
-    # nnx.Conv whose convolutions can take the loop-friendly gradient form (layers).
-    return nnx.Conv(in_ch, out_ch, kernel_size, conv_general_dilated=conv_general_dilated, **kw)
+    return nnx.Conv(in_ch, out_ch, kernel_size, **kw)
 
 
 def _group_norm(channels: int, dtype, param_dtype, rngs) -> GroupNorm:

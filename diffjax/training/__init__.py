@@ -3,14 +3,13 @@
 * `state`: `TrainState` pytree (params, optimizer state, EMA, step, RNG, skip counter).
 * `optim`: AdamW + warmup/cosine + clipping from a config; EMA with warmup.
 * `sharding`: 1-D ``data`` mesh, NamedShardings (replicated / FSDP), multi-host batches.
-* `step`: `make_train_step` -- one jit over the mesh, grad accumulation, non-finite skipping.
-* `compiler`: the XLA options the step is compiled with (on CPU: Eigen convolutions).
+* `step`: `make_train_step` -- one jit over the mesh, grad accumulation, non-finite skipping
+  (backend workarounds from `diffjax.platform`, behind ``platform_tweaks``).
 * `checkpoint`: Orbax `Checkpointer` -- async, keep-N, SIGTERM, resharding restores.
 * `loop`: `train`, a thin loop with logging, TensorBoard and checkpoints.
 * `objectives`: `make_objective` -- an NNX model + schedule + prediction + loss -> the pure
   ``loss_fn(params, batch, key)`` of the train step and ``model_fn(params)`` for the samplers.
 """
-from diffjax.training import compiler
 from diffjax.training.checkpoint import (CheckpointMismatchError, Checkpointer, Restored,
                                          library_versions)
 from diffjax.training.loop import TrainResult, train

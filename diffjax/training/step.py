@@ -14,10 +14,6 @@ One step:
 2. gradients, averaged over ``grad_accum`` micro-batches (`lax.scan`; micro-batch ``j``
    gets ``fold_in(key, j)`` and holds examples ``j, j + A, j + 2A, ...`` of the batch,
    which keeps every micro-batch evenly split over the devices without communication);
-   on CPU the convolution gradients inside that loop take the loop-friendly form of
-   `diffjax.models.layers.loop_friendly_conv_gradients` (XLA:CPU otherwise runs them
-   through a generic loop: a digits U-Net step with ``grad_accum=2`` took 1.86 s, now
-   0.11 s, as without accumulation);
 3. if the loss and the gradients are finite, the optimizer update and the EMA update are
    applied; otherwise params, optimizer state and EMA are kept and ``skipped`` counts one;
 4. ``step`` advances either way.
@@ -25,6 +21,11 @@ One step:
 Metrics: ``loss``, ``grad_norm`` (global norm before clipping), ``learning_rate`` (when a
 schedule is given; evaluated at the optimizer's update count), ``finite`` (1.0 or 0.0)
 and ``skipped`` (running count), plus the loss function's own metrics.
+
+Backend workarounds come from `diffjax.platform`, behind ``platform_tweaks`` (active on CPU
+by default, never on GPU/TPU): the step's XLA compiler options, and loop-friendly
+convolution gradients wherever the loss is differentiated inside a loop (gradient
+accumulation, `TrainStep.run_steps`).
 """
 from __future__ import annotations
 
@@ -36,9 +37,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffjax.models.layers import loop_friendly_conv_gradients
+from diffjax import platform
 from diffjax.training import sharding as shd
-from diffjax.training.compiler import all_cpu, resolve_compiler_options
 from diffjax.training.optim import ema_decay_at, ema_update
 from diffjax.training.state import TrainState
 
@@ -62,7 +62,8 @@ class TrainStep:
                  fsdp: bool = False, fsdp_min_size: int = 2**18,
                  learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
                  axis_name: str = shd.DATA_AXIS,
-                 compiler_options: Union[str, Mapping[str, Any], None] = "auto"):
+                 compiler_options: Union[str, Mapping[str, Any], None] = "auto",
+                 platform_tweaks: Union[str, bool] = "auto"):
         if not isinstance(grad_accum, (int, np.integer)) or grad_accum < 1:
             raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
         if not 0.0 <= ema_decay <= 1.0:
@@ -81,9 +82,13 @@ class TrainStep:
         self.learning_rate_fn = learning_rate_fn
         self.donate = donate
         self.axis_name = axis_name
-        self.compiler_options = resolve_compiler_options(compiler_options, mesh.devices.flat)
-        # XLA:CPU needs the loop-friendly convolution gradients inside loops (see _grads).
-        self._on_cpu = all_cpu(mesh.devices.flat)
+        devices = list(mesh.devices.flat)
+        self.platform_tweaks = platform.active(platform_tweaks, devices)
+        self.compiler_options = platform.resolve_compiler_options(compiler_options, devices,
+                                                                  self.platform_tweaks)
+        # The loss as differentiated inside a loop (accumulation, run_steps).
+        self._loop_loss_fn = (platform.loop_friendly_convolutions(loss_fn)
+                              if self.platform_tweaks else loss_fn)
         self._jitted = {}
 
     # ------------------------------------------------------------------ shardings
@@ -112,9 +117,10 @@ class TrainStep:
             lambda x: shd.batch_sharding(self.mesh, np.ndim(x), axis_name=self.axis_name), batch)
 
     # ------------------------------------------------------------------ the step
-    def _grads(self, params, batch, key):
-        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+    def _grads(self, params, batch, key, in_loop: bool = False):
         num = self.grad_accum
+        loss_fn = self._loop_loss_fn if (in_loop or num > 1) else self.loss_fn
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         if num == 1:
             (loss, metrics), grads = grad_fn(params, batch, key)
             return loss, metrics, grads
@@ -126,12 +132,9 @@ class TrainStep:
             lambda x: _split_micro(x, num, self.mesh, self.axis_name) if np.ndim(x) else
             jnp.broadcast_to(x, (num,)), batch)
 
-        # On CPU, convolution gradients inside the scan need the loop-friendly form (see
-        # diffjax.models.layers.loop_friendly_conv_gradients: ~15x faster U-Net steps).
         def body(acc, inputs):
             j, mb = inputs
-            with loop_friendly_conv_gradients(self._on_cpu):
-                (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+            (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
             acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
             return acc, (loss, metrics)
 
@@ -140,9 +143,9 @@ class TrainStep:
         grads = jax.tree.map(lambda g: g / num, grads)
         return jnp.mean(losses), jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), grads
 
-    def _step(self, state: TrainState, batch: Any):
+    def _step(self, state: TrainState, batch: Any, in_loop: bool = False):
         key = jax.random.fold_in(state.rng, state.step)
-        loss, metrics, grads = self._grads(state.params, batch, key)
+        loss, metrics, grads = self._grads(state.params, batch, key, in_loop)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -174,8 +177,7 @@ class TrainStep:
     def _steps(self, state: TrainState, batches: tuple):
         """`_step` over the batches in turn, in one `lax.scan`."""
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-        with loop_friendly_conv_gradients(self._on_cpu):
-            return jax.lax.scan(self._step, state, stacked)
+        return jax.lax.scan(lambda s, b: self._step(s, b, in_loop=True), state, stacked)
 
     def jitted(self, state: Any, batch: Any, *, multi: bool = False):
         """The `jax.jit`-wrapped step for this state/batch structure (built once); with
@@ -206,11 +208,9 @@ class TrainStep:
     def run_steps(self, state: TrainState, batches: Sequence[Any]):
         """``len(batches)`` steps in one compiled call: the same result as calling the step
         on each batch in turn, with one dispatch and one allocation of the step's
-        temporaries per call instead of per step. On CPU that allocation costs about a
-        fifth of a U-Net step (the kernel zeroing fresh pages); with 8 steps per call
-        ``bench/train.py --steps-per-call 8`` gave 2040 examples/s for the digits U-Net
-        and 22.2 for the 32x32 U-Net, against 1581 and 17.5 one step per call (best of 3
-        each). Returns the final state and the metrics of every step, stacked along a
+        temporaries per call instead of per step (on CPU that allocation, the kernel
+        zeroing fresh pages, is a noticeable share of a U-Net step; ``bench/train.py
+        --steps-per-call`` measures it). Returns the final state and the metrics of every step, stacked along a
         leading axis."""
         if not batches:
             raise ValueError("run_steps needs at least one batch; got none")
@@ -224,7 +224,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                     fsdp: bool = False, fsdp_min_size: int = 2**18,
                     learning_rate_fn: Optional[optax.Schedule] = None, donate: bool = True,
                     axis_name: str = shd.DATA_AXIS,
-                    compiler_options: Union[str, Mapping[str, Any], None] = "auto") -> TrainStep:
+                    compiler_options: Union[str, Mapping[str, Any], None] = "auto",
+                    platform_tweaks: Union[str, bool] = "auto") -> TrainStep:
     """Build the train step (see the module docstring).
 
     Args:
@@ -239,12 +240,13 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
       learning_rate_fn: the optimizer's schedule, only for the ``learning_rate`` metric.
       donate: donate the input state's buffers (do not reuse a state after passing it in).
       compiler_options: XLA options for the step's compilation. ``"auto"``:
-        `diffjax.training.compiler.default_compiler_options` for the mesh's devices (on
-        CPU, convolutions through XLA's Eigen kernels instead of YNNPACK: 1.2-1.6x faster
-        U-Net steps in ``bench/train.py``); ``None``: XLA's defaults; a mapping: exactly
-        these options.
+        `diffjax.platform.compiler_options` for the mesh's devices when the platform tweaks
+        are active (on CPU: convolutions through XLA's Eigen kernels instead of YNNPACK);
+        ``None``: XLA's defaults; a mapping: exactly these options.
+      platform_tweaks: the switch of `diffjax.platform`'s workarounds: ``"auto"`` (active
+        when every device of the mesh is a CPU), ``True`` or ``False``.
     """
     return TrainStep(loss_fn, optimizer, mesh=mesh, ema_decay=ema_decay, ema_warmup=ema_warmup,
                      grad_accum=grad_accum, fsdp=fsdp, fsdp_min_size=fsdp_min_size,
                      learning_rate_fn=learning_rate_fn, donate=donate, axis_name=axis_name,
-                     compiler_options=compiler_options)
+                     compiler_options=compiler_options, platform_tweaks=platform_tweaks)

@@ -45,7 +45,7 @@ from flax import nnx
 
 import diffjax
 from diffjax import data as ddata
-from diffjax import models, schedules, training
+from diffjax import models, platform, schedules
 from diffjax.training.objectives import Objective, make_objective
 from experiments import common, metrics, plots
 from experiments.tasks.base import Task
@@ -88,7 +88,7 @@ def generate(objective: Objective, params, key, num: int, shape, *, solver: str,
     shape = tuple(int(s) for s in shape)
     kw = _sampler_kwargs(objective, solver, steps, t_min, grid)
 
-    @training.compiler.jit
+    @platform.jit
     def draw(params, key, cond):
         fn = objective.model_fn(params, cond, guidance_scale) if cond is not None else \
             objective.model_fn(params)
@@ -143,7 +143,7 @@ class GuidedSampler:
         self.batch_size = int(batch_size)
         self.kw = _sampler_kwargs(objective, solver, steps, t_min, grid)
         self.traces = 0
-        self._draw = training.compiler.jit(self._draw_batch)
+        self._draw = platform.jit(self._draw_batch)
 
     @classmethod
     def from_config(cls, objective, info, config, *, solver=None, steps=None, batch_size=None):

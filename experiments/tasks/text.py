@@ -60,7 +60,7 @@ from absl import flags, logging
 from flax import nnx
 
 from diffjax import data as ddata
-from diffjax import discrete, models
+from diffjax import discrete, models, platform
 from diffjax.data import text as dtext
 from diffjax.training.discrete_objective import DiscreteObjective, make_discrete_objective
 from experiments import common, text_metrics
@@ -132,7 +132,7 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
     if x_init is not None:
         init = jnp.broadcast_to(jnp.asarray(x_init, jnp.int32), shape)
 
-    @jax.jit
+    @platform.jit
     def draw(params, key, temperature, top_p):
         return discrete.sample(objective.model_fn(params), key, shape, process=objective.process,
                                steps=int(steps), x_init=init, temperature=temperature,

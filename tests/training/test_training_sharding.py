@@ -1,6 +1,5 @@
 """Sharding rules against their documented definitions: FSDP dimension choice and the
 batch layout."""
-import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P

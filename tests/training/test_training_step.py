@@ -9,7 +9,6 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from diffjax import training
-from diffjax.models.layers import conv_general_dilated
 from training_helpers import OPT_CONFIG, ToyData, flat, make_loss, setup
 
 
@@ -137,18 +136,23 @@ def test_make_mesh_validates_and_uses_auto_axes():
 
 class TinyConvNet(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
-        kw = dict(conv_general_dilated=conv_general_dilated, rngs=rngs)
-        self.c1 = nnx.Conv(2, 8, (3, 3), **kw)
-        self.c2 = nnx.Conv(8, 2, (3, 3), **kw)
+        self.c1 = nnx.Conv(2, 8, (3, 3), rngs=rngs)  # plain Flax layers
+        self.c2 = nnx.Conv(8, 2, (3, 3), rngs=rngs)
 
     def __call__(self, x):
         return self.c2(nnx.gelu(self.c1(x)))
 
 
+def _conv_labels(step, state, batch):
+    hlo = step.lower(state, batch).compile().as_text()
+    return re.findall(r"convolution\([^\n]*dim_labels=([\w>-]+)", hlo)
+
+
 def test_grad_accumulation_of_convolutions_on_cpu_runs_canonical_convolutions():
     """On CPU, the accumulation loop's convolution gradients take the loop-friendly form
-    (diffjax.models.layers.loop_friendly_conv_gradients): every convolution of the compiled
-    step is an NHWC/HWIO one, and the step still equals the full-batch step."""
+    (diffjax.platform.loop_friendly_convolutions, active by default on CPU): every
+    convolution of the compiled step is an NHWC/HWIO one, and the step still equals the
+    full-batch step. With platform_tweaks=False the loop keeps XLA's other layouts."""
     mesh = training.make_mesh(1)
     graphdef, params, rest = training.split_model(TinyConvNet(nnx.Rngs(0)))
     loss_fn = make_loss(graphdef, rest, noisy=False)
@@ -160,10 +164,14 @@ def test_grad_accumulation_of_convolutions_on_cpu_runs_canonical_convolutions():
                                         grad_accum=accum)
         state = step.place(training.create_train_state(params, tx, rng=0))
         if accum == 2:
-            hlo = step.lower(state, {"x": x}).compile().as_text()
-            labels = re.findall(r"convolution\([^\n]*dim_labels=([\w>-]+)", hlo)
+            assert step.platform_tweaks
+            labels = _conv_labels(step, state, {"x": x})
             # 2 forward, 2 weight-gradient and 1 input-gradient convolution (not the input's)
             assert len(labels) == 5 and set(labels) == {"b01f_01io->b01f"}, labels
+            off = training.make_train_step(loss_fn, tx, mesh=mesh, ema_decay=0.99,
+                                           grad_accum=accum, platform_tweaks=False)
+            assert not off.platform_tweaks and off.compiler_options is None
+            assert set(_conv_labels(off, state, {"x": x})) != {"b01f_01io->b01f"}
         for _ in range(2):
             state, metrics = step(state, {"x": x})
         results.append((float(metrics["loss"]), state))
@@ -192,3 +200,27 @@ def test_run_steps_equals_single_steps():
     assert_trees_close(state2, state, 1e-6)
     with pytest.raises(ValueError, match="at least one batch"):
         step2.run_steps(state2, [])
+
+
+def test_train_step_with_and_without_the_platform_tweaks_agree():
+    """diffjax.platform's compiler options and convolution rewrite change how the step is
+    compiled, not what it computes."""
+    mesh = training.make_mesh(2)
+    results = []
+    for tweaks in ("auto", False):
+        step, state = setup(mesh, platform_tweaks=tweaks)
+        data = ToyData(16)
+        for _ in range(3):
+            state, metrics = step(state, next(data))
+        results.append((float(metrics["loss"]), flat(state.params), step.compiler_options))
+    (loss_a, params_a, options_a), (loss_b, params_b, options_b) = results
+    assert options_a and options_b is None
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    for k in params_a:
+        np.testing.assert_allclose(params_a[k], params_b[k], rtol=0, atol=1e-6, err_msg=k)
+
+
+def test_a_refused_compiler_option_is_a_clear_compile_error():
+    step, state = setup(training.make_mesh(1), compiler_options={"xla_no_such_option": 1})
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        step(state, next(ToyData(16)))

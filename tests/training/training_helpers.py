@@ -73,14 +73,15 @@ class ToyData:
 
 
 def build(mesh, *, fsdp: bool = False, grad_accum: int = 1, noisy: bool = True,
-          hidden: int = 32, seed: int = 0, compiler_options="auto"):
+          hidden: int = 32, seed: int = 0, compiler_options="auto", platform_tweaks="auto"):
     """(train_step, initial params, optimizer) for the tiny model on ``mesh``."""
     graphdef, params, rest = training.split_model(TinyMLP(nnx.Rngs(seed), hidden))
     tx = training.make_optimizer(OPT_CONFIG)
     step = training.make_train_step(
         make_loss(graphdef, rest, noisy=noisy), tx, mesh=mesh, ema_decay=0.99, fsdp=fsdp,
         fsdp_min_size=64, grad_accum=grad_accum,
-        learning_rate_fn=training.make_schedule(OPT_CONFIG), compiler_options=compiler_options)
+        learning_rate_fn=training.make_schedule(OPT_CONFIG), compiler_options=compiler_options,
+        platform_tweaks=platform_tweaks)
     return step, params, tx
 
 
