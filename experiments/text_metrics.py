@@ -12,7 +12,7 @@ import numpy as np
 
 from diffjax import discrete, platform
 from diffjax.data import text as dtext
-from diffjax.training.discrete_objective import DiscreteObjective
+from diffjax.training.objectives import DiscreteObjective
 from experiments import common
 
 __all__ = ["bits_per_char", "unigram_baselines", "word_fraction", "train_words", "spell_check"]

@@ -18,7 +18,7 @@ TESTS = {
         D + "test_draws.py::test_uniform_01_has_full_relative_precision_near_zero",
     ],
     "diffjax/discrete/guidance.py": [D + "test_guidance_spelling.py", D + "test_discrete_guidance_exact.py"],
-    "diffjax/training/discrete_objective.py": ["tests/experiments/test_text_objective.py"],
+    "diffjax/training/objectives/discrete.py": ["tests/experiments/test_text_objective.py"],
 }
 
 SCH = "diffjax/discrete/schedules.py"
@@ -90,7 +90,7 @@ MUTANTS = [
            "mixed = jnp.maximum(u + w * (c - u), lo)",
            "mixed = jnp.maximum(c + w * (c - u), lo)"),
     # --- the training objective's time sampling
-    Mutant("discrete.objective_times_not_stratified", "diffjax/training/discrete_objective.py",
+    Mutant("discrete.objective_times_not_stratified", "diffjax/training/objectives/discrete.py",
            "num_steps=self.num_steps,\n                                  antithetic=self.antithetic)",
            "num_steps=self.num_steps,\n                                  antithetic=False)"),
 ]

@@ -7,7 +7,8 @@ OPTIM = "diffjax/training/optim.py"
 SHARDING = "diffjax/training/sharding.py"
 CHECKPOINT = "diffjax/training/checkpoint.py"
 LOOP = "diffjax/training/loop.py"
-OBJECTIVES = "diffjax/training/objectives.py"
+OBJECTIVES = "diffjax/training/objectives/gaussian.py"
+NETWORK = "diffjax/training/objectives/network.py"
 PIPELINE = "diffjax/data/pipeline.py"
 
 # The fast hand-computed tests first: with -x a mutant usually stops there.
@@ -20,6 +21,7 @@ TESTS = {
     CHECKPOINT: ["tests/training/test_training_checkpoint.py"],
     LOOP: ["tests/training/test_training_checkpoint.py"],
     OBJECTIVES: ["tests/experiments/test_objectives.py"],
+    NETWORK: ["tests/experiments/test_objectives.py", "tests/experiments/test_text_objective.py"],
     PIPELINE: ["tests/data/test_data_pipeline.py", "tests/data/test_data_api.py"],
 }
 
@@ -90,7 +92,7 @@ MUTANTS = [
     Mutant("training.objectives.time_draw_always_antithetic", OBJECTIVES,
            "kw = dict(antithetic=self.antithetic, t_max=self.t_max)",
            "kw = dict(antithetic=True, t_max=self.t_max)"),
-    Mutant("training.objectives.masked_mean_over_batch", OBJECTIVES,
+    Mutant("training.objectives.masked_mean_over_batch", NETWORK,
            "return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)",
            "return jnp.sum(values * w) / values.shape[0]"),
 ]

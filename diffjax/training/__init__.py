@@ -7,13 +7,15 @@
   (backend workarounds from `diffjax.platform`, behind ``platform_tweaks``).
 * `checkpoint`: Orbax `Checkpointer` -- async, keep-N, SIGTERM, resharding restores.
 * `loop`: `train`, a thin loop with logging, TensorBoard and checkpoints.
-* `objectives`: `make_objective` -- an NNX model + schedule + prediction + loss -> the pure
-  ``loss_fn(params, batch, key)`` of the train step and ``model_fn(params)`` for the samplers.
+* `objectives`: `make_objective` (an NNX model + schedule + prediction + loss) and
+  `make_discrete_objective` (+ a discrete process) -> the pure ``loss_fn(params, batch,
+  key)`` of the train step and ``model_fn(params)`` for the samplers.
 """
 from diffjax.training.checkpoint import (CheckpointMismatchError, Checkpointer, Restored,
                                          library_versions)
 from diffjax.training.loop import TrainResult, train
-from diffjax.training.objectives import Objective, make_objective
+from diffjax.training.objectives import (DiscreteObjective, Objective, make_discrete_objective,
+                                         make_objective)
 from diffjax.training.optim import ema_decay_at, ema_update, make_optimizer, make_schedule
 from diffjax.training.sharding import (batch_sharding, local_batch_size, make_mesh,
                                        maybe_initialize_distributed, replicated, shard_batch,

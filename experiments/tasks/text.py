@@ -62,7 +62,7 @@ from flax import nnx
 from diffjax import data as ddata
 from diffjax import discrete, models, platform
 from diffjax.data import text as dtext
-from diffjax.training.discrete_objective import DiscreteObjective, make_discrete_objective
+from diffjax.training.objectives import DiscreteObjective, make_discrete_objective
 from experiments import common, text_metrics
 from experiments.tasks.base import Task
 

@@ -1,4 +1,4 @@
-"""diffjax.training.discrete_objective and the pure helpers of the text task
+"""diffjax.training.objectives.discrete and the pure helpers of the text task
 (experiments.tasks.text, experiments.text_metrics): the loss is exactly the process's bound
 (per token), pure and jittable; bf16 stays finite; an untrained (uniform-output) masked model
 scores log2(27) bits/char; prompts and word counts."""
@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from diffjax import discrete, models  # noqa: E402
-from diffjax.training.discrete_objective import make_discrete_objective  # noqa: E402
+from diffjax.training.objectives import make_discrete_objective  # noqa: E402
 from experiments import text_metrics  # noqa: E402
 from experiments.tasks import text as text_task  # noqa: E402
 

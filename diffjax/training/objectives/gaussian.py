@@ -1,4 +1,4 @@
-"""Objectives: the glue between a Flax NNX denoiser and the pure train step / the samplers.
+"""The Gaussian objective: the glue between a Flax NNX denoiser and the train step / samplers.
 
 Models know nothing about noise; an :class:`Objective` does. It holds the model's graph
 definitions (a training variant with dropout active and an inference variant without), the
@@ -53,51 +53,15 @@ from flax import nnx
 from diffjax import guidance, losses
 from diffjax.parameterization import check_kind
 from diffjax.schedules import Schedule
+from diffjax.training.objectives.network import Network, masked_mean, split_train_eval
 
 __all__ = ["LOSSES", "Objective", "make_objective"]
 
 LOSSES = ("denoising", "flow_matching", "elbo")
 
 
-def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-    if mask is None:
-        return jnp.mean(values)
-    w = jnp.asarray(mask).astype(values.dtype)
-    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
-def _split_train_eval(model: nnx.Module):
-    """``(train_graphdef, eval_graphdef, params, rest)``: the model's graph with dropout active
-    and without, its ``nnx.Param`` state and everything else."""
-    train_model = nnx.view(model, deterministic=False, raise_if_not_found=False)
-    train_graphdef, params, rest = nnx.split(train_model, nnx.Param, ...)
-    eval_model = nnx.view(model, deterministic=True, raise_if_not_found=False)
-    eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
-    return train_graphdef, eval_graphdef, params, rest
-
-
-class _Network:
-    """The network side shared by the Gaussian and discrete objectives (both frozen
-    dataclasses with ``train_graphdef``, ``eval_graphdef``, ``rest`` and ``num_classes``)."""
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None
-
-    def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
-              *, train: bool = False, rngs: Any = None) -> jax.Array:
-        """The raw network output ``model(x, t, cond)`` (training variant if ``train``)."""
-        graphdef = self.train_graphdef if train else self.eval_graphdef
-        model = nnx.merge(graphdef, params, self.rest)
-        if self.conditional:
-            return model(x, t, cond, rngs=rngs)
-        if cond is not None:
-            raise ValueError("cond was given but the model has no classes (num_classes=None).")
-        return model(x, t, rngs=rngs)
-
-
 @dataclasses.dataclass(frozen=True)
-class Objective(_Network):
+class Objective(Network):
     """A diffusion objective for one NNX model; build it with :func:`make_objective`.
 
     All attributes are static (graph definitions, schedule, options); parameters are passed
@@ -165,7 +129,7 @@ class Objective(_Network):
                                        prediction=self.prediction, importance=self.importance, **kw)
             per_example = terms["bits_per_dim"]
             for name in ("diffusion", "prior", "reconstruction"):
-                metrics[f"elbo_{name}"] = _masked_mean(terms[name], mask)
+                metrics[f"elbo_{name}"] = masked_mean(terms[name], mask)
         else:
             if self.loss == "flow_matching":
                 per_example, aux = losses.flow_matching_loss(
@@ -175,8 +139,8 @@ class Objective(_Network):
                     model_fn, x0, k_loss, schedule=self.schedule, prediction=self.prediction,
                     weighting=self.weighting, importance=self.importance, **kw,
                     **dict(self.weighting_kwargs))
-            metrics["mse_eps"] = _masked_mean(aux["mse_eps"], mask)
-        loss = _masked_mean(per_example, mask)
+            metrics["mse_eps"] = masked_mean(aux["mse_eps"], mask)
+        loss = masked_mean(per_example, mask)
         return loss, metrics
 
 
@@ -207,7 +171,7 @@ def make_objective(model: nnx.Module, *, schedule: Schedule, prediction: str,
     null_class = getattr(model, "null_class", None)
     if cond_drop > 0 and num_classes is None:
         raise ValueError(f"cond_drop={cond_drop} needs a class-conditional model (num_classes set)")
-    train_graphdef, eval_graphdef, params, rest = _split_train_eval(model)
+    train_graphdef, eval_graphdef, params, rest = split_train_eval(model)
     objective = Objective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, schedule=schedule,
         prediction=prediction, loss=loss, weighting=weighting,

@@ -1,7 +1,7 @@
 """Discrete objectives: the glue between a token model and the discrete diffusion processes.
 
-The discrete twin of :mod:`diffjax.training.objectives`. A :class:`DiscreteObjective` holds
-a token model's graph definitions (a training variant with dropout active and an inference
+The discrete twin of :mod:`diffjax.training.objectives.gaussian`. A
+:class:`DiscreteObjective` holds a token model's graph definitions (a training variant with dropout active and an inference
 variant without) and a :mod:`diffjax.discrete` process (masked or uniform), and turns
 parameters into the two pure functions the rest of diffjax consumes::
 
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.discrete.processes import DiscreteProcess, MaskedProcess
-from diffjax.training.objectives import _masked_mean, _Network, _split_train_eval
+from diffjax.training.objectives.network import Network, masked_mean, split_train_eval
 
 __all__ = ["DISCRETE_LOSSES", "DiscreteObjective", "make_discrete_objective"]
 
@@ -52,7 +52,7 @@ DISCRETE_LOSSES = ("nelbo", "hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
-class DiscreteObjective(_Network):
+class DiscreteObjective(Network):
     """A discrete diffusion objective for one NNX token model; build it with
     :func:`make_discrete_objective`. All attributes are static; parameters are passed to the
     methods, so ``loss_fn`` and ``model_fn`` are pure and jittable."""
@@ -109,7 +109,7 @@ class DiscreteObjective(_Network):
             return self.apply(params, x, t, train=True, rngs=k_dropout)
 
         per_seq = self.per_sequence(model_fn, x0, k_loss).astype(jnp.float32)
-        loss = _masked_mean(per_seq, batch.get("mask")) / math.prod(x0.shape[1:])
+        loss = masked_mean(per_seq, batch.get("mask")) / math.prod(x0.shape[1:])
         metrics = {}
         if self.loss == "nelbo":
             metrics = {"nelbo": loss, "bits_per_token": loss / math.log(2.0)}
@@ -146,7 +146,7 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
     if isinstance(process, MaskedProcess) and getattr(model, "num_extra_tokens", 1) < 1:
         raise ValueError("the masked process needs a model whose input vocabulary has the mask "
                          "token (num_extra_tokens >= 1)")
-    train_graphdef, eval_graphdef, params, rest = _split_train_eval(model)
+    train_graphdef, eval_graphdef, params, rest = split_train_eval(model)
     objective = DiscreteObjective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, process=process,
         loss=loss, num_steps=num_steps, ce_weight=float(ce_weight), antithetic=bool(antithetic),

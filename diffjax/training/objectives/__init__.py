@@ -1,0 +1,17 @@
+"""Objectives: a Flax NNX model plus what it is trained for, turned into the two pure
+functions the rest of diffjax consumes -- ``loss_fn(params, batch, key)`` for the train step
+and ``model_fn(params)`` for the samplers.
+
+* `network`: the part every objective shares (the model split once into training and
+  inference variants; the raw forward pass).
+* `gaussian`: `make_objective` -- schedule, prediction kind and loss (denoising, flow
+  matching, VDM ELBO), class conditioning with condition dropout.
+* `discrete`: `make_discrete_objective` -- a masked or uniform discrete process and its bound.
+"""
+from diffjax.training.objectives.discrete import (DISCRETE_LOSSES, DiscreteObjective,
+                                                  make_discrete_objective)
+from diffjax.training.objectives.gaussian import LOSSES, Objective, make_objective
+from diffjax.training.objectives.network import Network
+
+__all__ = ["LOSSES", "Objective", "make_objective", "DISCRETE_LOSSES", "DiscreteObjective",
+           "make_discrete_objective", "Network"]
