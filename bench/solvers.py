@@ -41,8 +41,20 @@ sys.path.insert(0, HERE)
 import results  # noqa: E402  (bench/results.py)
 
 NFES = (5, 10, 20, 40, 80)
-DETERMINISTIC = ("euler", "ddim", "heun", "dpmpp_2m", "dpmpp_3m")
-STOCHASTIC = ("ddpm", "euler_maruyama", "pc")
+
+
+def _fixed_grid_solvers(deterministic):
+    """The fixed-grid solvers (rk45 has its own row) whose default instance is (not) deterministic."""
+    out = []
+    for name in dj.solvers.names():
+        solver = dj.solvers.get(name)()
+        if solver.fixed_grid and solver.deterministic == deterministic:
+            out.append(name)
+    return tuple(out)
+
+
+DETERMINISTIC = _fixed_grid_solvers(True)
+STOCHASTIC = _fixed_grid_solvers(False)
 CALLS_PER_STEP = {"heun": 2, "pc": 2}
 
 

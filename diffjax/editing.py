@@ -9,6 +9,10 @@
 * ``sdedit``: partially noise an input to ``t_start`` and denoise it (Meng et al. 2022).
 * ``invert_and_edit``: deterministic inversion with one model (``diffjax.encode``) then sampling
   with another (e.g. another class or guidance scale) from the same latent.
+
+All three run through the solver driver (``diffjax.solvers.driver``): ``sdedit`` and
+``invert_and_edit`` by ``sample`` / ``encode``, ``inpaint`` directly, its projection of the known
+region and RePaint's jump back being the hooks of the driver's one ``lax.scan``.
 """
 from __future__ import annotations
 
@@ -16,8 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from diffjax.parameterization import add_noise
-from diffjax.solvers import _check_common, _check_singular_start, _grid, _options, encode, sample
-from diffjax.solvers._base import Denoiser, Solver
+from diffjax.solvers import driver, encode, sample
 
 __all__ = ["inpaint", "sdedit", "invert_and_edit", "renoise"]
 
@@ -37,61 +40,37 @@ def inpaint(model_fn, key, x_known, mask, *, schedule, prediction, solver="ddpm"
     """Fills ``x_known`` where ``mask`` is False; returns ``(x, info)`` with x == x_known where mask.
 
     ``mask`` is a boolean array broadcastable to ``x_known`` (True = known). ``resample`` (RePaint's
-    U) repeats every step that many times; model calls grow accordingly (``info["nfe"]``).
+    U) repeats every step that many times; model calls grow accordingly (``info["nfe"]``). The
+    solver driver runs the loop: the projection below is its hook, ``renoise`` its jump back.
     """
-    solv = _check_common(schedule, prediction, solver, t_min, t_max)
-    if type(solv).step is Solver.step:
+    driver.check_common(schedule, prediction, solver, t_min, t_max)
+    solv = driver.make_solver(solver, solver_options)
+    if not solv.fixed_grid:
         raise ValueError(f"inpaint projects the state after every grid step and needs a fixed-grid "
-                         f"solver; {solv.name!r} has no single step (use e.g. 'ddpm', 'ddim', "
+                         f"solver; {solver!r} has no single step (use e.g. 'ddpm', 'ddim', "
                          f"'euler', 'heun', 'dpmpp_2m')")
-    opts = _options(solv, solver_options)
     if not isinstance(resample, int) or resample < 1:
         raise ValueError(f"resample must be a positive int, got {resample!r}")
     x_known = jnp.asarray(x_known)
     mask = jnp.broadcast_to(jnp.asarray(mask, bool), x_known.shape)
     tdtype = jnp.promote_types(x_known.dtype, jnp.float32)
-    ts = _grid(solv, schedule, steps, ts, t_min, t_max, grid, tdtype)
-    _check_singular_start(schedule, prediction, ts[0])
-    den = Denoiser(model_fn, schedule, prediction)
+    ts = driver.make_grid(solv, schedule, steps=steps, ts=ts, t_min=t_min, t_max=t_max, grid=grid, dtype=tdtype)
+    driver.check_singular_start(schedule, prediction, ts[0])
+    den = driver.Denoiser(model_fn, schedule, prediction)
     k_init, k_loop = jax.random.split(key)
 
-    def known_at(t, k):
-        return add_noise(x_known, jax.random.normal(k, x_known.shape, x_known.dtype), t, schedule)
+    def project(x, t, k):
+        """The known region replaced by a fresh draw of the forward process at t."""
+        known_t = add_noise(x_known, jax.random.normal(k, x_known.shape, x_known.dtype), t, schedule)
+        return jnp.where(mask, known_t, x)
 
-    def project(carry, t, k):
-        return solv.with_state(carry, jnp.where(mask, known_at(t, k), solv.state(carry)))
+    def jump_back(x, t_from, t_to, k):
+        return renoise(k, x, t_from, t_to, schedule)
 
-    n = ts.shape[0] - 1
-    is_last = jnp.arange(n) == n - 1
-
-    def body(state, inp):
-        carry, nfe = state
-        t, t_next, k, last = inp
-
-        def go_down(carry_nfe, kk):
-            carry, nfe = carry_nfe
-            k1, k2 = jax.random.split(kk)
-            carry, used = solv.step(den, carry, t, t_next, k1, last, opts)
-            return (project(carry, t_next, k2), nfe + used)
-
-        def resample_once(carry_nfe, kk):
-            k1, k2 = jax.random.split(kk)
-            carry, nfe = go_down(carry_nfe, k1)
-            x_back = renoise(k2, solv.state(carry), t_next, t, schedule)
-            # Jumping back in time leaves the trajectory: a multistep solver's history (model
-            # outputs at t and before) does not belong to x_back, and reusing it at t would
-            # divide by a zero log-SNR step. Restart the solver from x_back.
-            return (solv.init(den, x_back, opts), nfe), None
-
-        keys = jax.random.split(k, resample)
-        (carry, nfe), _ = jax.lax.scan(resample_once, (carry, nfe), keys[:-1])
-        return go_down((carry, nfe), keys[-1]), None
-
-    x_init = project(solv.init(den, schedule.sigma(ts[0]).astype(x_known.dtype)
-                               * jax.random.normal(k_init, x_known.shape, x_known.dtype), opts), ts[0], k_init)
-    keys = jax.random.split(k_loop, n)
-    (carry, nfe), _ = jax.lax.scan(body, (x_init, jnp.zeros((), jnp.int32)), (ts[:-1], ts[1:], keys, is_last))
-    x0, _ = den(solv.state(carry), ts[-1])
+    x_init = project(schedule.sigma(ts[0]).astype(x_known.dtype)
+                     * jax.random.normal(k_init, x_known.shape, x_known.dtype), ts[0], k_init)
+    x, nfe = driver.run_steps(solv, den, x_init, ts, k_loop, project=project, repeat=resample, jump_back=jump_back)
+    x0, _ = den(x, ts[-1])
     return jnp.where(mask, x_known, x0), {"nfe": nfe + 1, "ts": ts}
 
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from diffjax.parameterization import check_kind
-from diffjax.solvers._base import Denoiser
+from diffjax.solvers.driver import Denoiser
 
 __all__ = ["ode_nll", "bits_per_dim", "dequantize", "divergence_fn"]
 

@@ -1,4 +1,4 @@
-"""Mutants: solvers (Gaussian samplers, guidance, editing, the Gaussian process object)."""
+"""Mutants: solvers (Gaussian samplers and their driver, guidance, editing, the Gaussian process object)."""
 from mutations import Mutant
 
 S = "diffjax/solvers/"
@@ -14,6 +14,10 @@ TESTS = {
                         SOLVERS + "::test_ddim_inversion_round_trip_is_exact_to_discretisation_error"],
     S + "_base.py": [STEPS + "::test_multistep_states_match_the_exponential_integrator_at_every_step",
                      STEPS + "::test_stochastic_step_has_the_published_mean_and_variance", NFE],
+    S + "driver.py": [STEPS + "::test_multistep_states_match_the_exponential_integrator_at_every_step", NFE,
+                      SOLVERS + "::test_driver_hook_runs_after_every_step_and_the_next_step_sees_its_output",
+                      GE + "::test_inpainting_known_region_is_a_fresh_forward_draw_at_every_model_call",
+                      GE + "::test_repaint_with_multistep_solvers_stays_finite_and_conditional"],
     S + "_multistep.py": [STEPS + "::test_multistep_states_match_the_exponential_integrator_at_every_step",
                           CONVERGENCE],
     S + "dpmpp_3m.py": [STEPS + "::test_multistep_states_match_the_exponential_integrator_at_every_step",
@@ -84,15 +88,15 @@ MUTANTS = [
     Mutant("solvers.multistep.third_order_on_second_step", S + "_multistep.py",
            "ok3 = ok2 & jnp.isfinite(h1) & (count >= 2)",
            "ok3 = ok2 & jnp.isfinite(h1) & (count >= 1)"),
-    Mutant("solvers.base.last_step_off_by_one", S + "_base.py",
+    Mutant("solvers.base.last_step_off_by_one", S + "driver.py",
            "is_last = jnp.arange(n) == n - 1",
            "is_last = jnp.arange(n) == n - 2"),
     Mutant("solvers.base.full_logsnr", S + "_base.py",
            "return sch.alpha(t), sch.sigma(t), 0.5 * sch.logsnr(t)",
            "return sch.alpha(t), sch.sigma(t), sch.logsnr(t)"),
     Mutant("solvers.dpmpp_3m.no_lower_order_final", S + "dpmpp_3m.py",
-           "lower_order_final = True",
-           "lower_order_final = False"),
+           "lower_order_final: bool = eqx.field(static=True, init=False, default=True)",
+           "lower_order_final: bool = eqx.field(static=True, init=False, default=False)"),
     # --- sample / encode / NFE -------------------------------------------------------------------
     Mutant("solvers.sample.initial_noise_unit_std", S + "__init__.py",
            "x_init = schedule.sigma(ts[0]).astype(dtype) * jax.random.normal(k_init, shape, dtype)",
@@ -120,9 +124,9 @@ MUTANTS = [
            "drop = jax.random.bernoulli(key, p, (cond.shape[0],))",
            "drop = jax.random.bernoulli(key, 1.0 - p, (cond.shape[0],))"),
     # --- editing / the Gaussian process ----------------------------------------------------------
-    Mutant("solvers.editing.project_at_step_start", "diffjax/editing.py",
-           "return (project(carry, t_next, k2), nfe + used)",
-           "return (project(carry, t, k2), nfe + used)"),
+    Mutant("solvers.editing.project_at_step_start", S + "driver.py",
+           "project(solver.state(carry), t_next, k_project)",
+           "project(solver.state(carry), t, k_project)"),
     Mutant("solvers.editing.renoise_ve_variance", "diffjax/editing.py",
            "std = jnp.sqrt(jnp.clip(s_t**2 - (ratio * s_s) ** 2, 0.0))",
            "std = jnp.sqrt(jnp.clip(s_t**2 - s_s**2, 0.0))"),

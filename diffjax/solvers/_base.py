@@ -1,7 +1,14 @@
-"""What every solver shares: the denoiser view of a model, the step loop, and the registry.
+"""What every solver shares: the denoiser view of a model, the solver interface, the solver table.
 
 A solver sees the model only through ``Denoiser``: ``den(x, t) -> (x0, eps)``, the data and
 noise estimates implied by whatever kind the model predicts. Solvers never import Flax.
+
+A solver is an immutable pytree (``equinox.Module``) built from the call's options, e.g.
+``DDIM(eta=0.3)``. Numeric options (``eta``, ``snr``, ``rtol``, ``atol``) are pytree leaves and
+may be traced: changing them does not recompile. Options that set the shape of the computation
+(a loop length, a method, an order) are static fields, checked when the solver is built.
+``deterministic`` says whether the instance uses its key; ``encode`` accepts only deterministic
+ones. The driver (``driver.py``) owns the loop; a solver only says how to take one step.
 
 Notation (also used in the solver files): ``a, s`` are alpha(t), sigma(t); ``lam`` is *half*
 the log-SNR, ``log(a / s)``; a step goes from ``t`` to ``t_next`` and ``h = lam_next - lam``.
@@ -11,14 +18,52 @@ stays finite where alpha = 0 or logsnr is infinite, so every solver falls back t
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import operator
+from typing import Callable, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffjax.parameterization import check_kind, to_x0_eps
+from diffjax.registry import Registry
 
-__all__ = ["Denoiser", "Solver", "register", "get", "names", "run_steps"]
+__all__ = ["Denoiser", "Solver", "SOLVERS", "register", "concrete_float", "int_option", "first_order", "nfe"]
+
+SOLVERS: Registry = Registry("solver")
+
+
+def register(cls):
+    """Class decorator: adds a solver class to ``SOLVERS`` under its ``name``."""
+    SOLVERS.add(cls.name, cls)
+    return cls
+
+
+def concrete_float(v):
+    """A Python float if v is known at trace time, else None."""
+    try:
+        return float(np.asarray(v))
+    except (jax.errors.TracerArrayConversionError, TypeError, ValueError):  # traced, not a number
+        return None
+
+
+def int_option(name: str, minimum: int) -> Callable:
+    """A converter for a static integer option: a Python (or numpy) int >= minimum, else a
+    ValueError naming the option. It cannot be traced: it sets the shape of the computation."""
+    def convert(v):
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            out = operator.index(v)
+        except TypeError:  # not an int (a traced value raises a TypeError too)
+            raise ValueError(f"{name} must be an int >= {minimum} (static: it sets a loop length, so "
+                             f"it cannot be traced), got {v!r}") from None
+        if out < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {out}")
+        return out
+    return convert
 
 
 class Denoiser:
@@ -60,22 +105,39 @@ class Denoiser:
         return (da * x0 + ds * eps).astype(x.dtype)
 
 
-class Solver:
-    """A fixed-grid solver: ``init`` builds the loop carry, ``step`` advances one grid interval.
+class Solver(eqx.Module):
+    """A solver: its options are the dataclass fields (with their defaults).
 
-    Class attributes: ``name``; ``stochastic`` (uses its key); ``default_grid`` (a name in
-    ``diffjax.grids``); ``options`` (keyword options with their defaults; values may be traced).
+    A fixed-grid solver (``fixed_grid = True``) advances one grid interval per ``step``;
+    ``init`` builds the loop carry from the sample x, ``state`` reads x back, ``with_state``
+    replaces it (the driver's projection hook). An adaptive solver (``fixed_grid = False``)
+    has no single step and integrates the whole interval in ``solve(den, x, ts)``.
+
+    Class attributes: ``name`` (its key in ``SOLVERS``); ``default_grid`` (a name in
+    ``diffjax.grids``); ``default_steps``; ``fixed_grid``.
     """
 
-    name: str = ""
-    stochastic: bool = False
-    default_grid: str = "uniform_logsnr"
-    options: dict = {}
+    name: ClassVar[str] = ""
+    default_grid: ClassVar[str] = "uniform_logsnr"
+    default_steps: ClassVar[int] = 100
+    fixed_grid: ClassVar[bool] = True
 
-    def init(self, den: Denoiser, x, opts):
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """The options a user may pass, with their defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+
+    @property
+    def deterministic(self) -> bool:
+        """True if this instance never uses its key (so it can be run backwards by ``encode``).
+        An option that decides it and is traced counts as stochastic."""
+        raise NotImplementedError
+
+    def init(self, den: Denoiser, x):
         return x
 
-    def step(self, den: Denoiser, carry, t, t_next, key, is_last, opts):
+    def step(self, den: Denoiser, carry, t, t_next, key, is_last):
+        """One grid interval from t to t_next: returns (carry, model calls used)."""
         raise NotImplementedError
 
     def state(self, carry):
@@ -83,46 +145,12 @@ class Solver:
         return carry
 
     def with_state(self, carry, x):
-        """The carry with its sample replaced by x (inpainting projects the state between steps)."""
+        """The carry with its sample replaced by x."""
         return x
 
-    def solve(self, den, x, ts, key, opts):
-        """Runs the steps over the grid ``ts`` in one ``lax.scan``; returns (x, nfe)."""
-        return run_steps(self, den, x, ts, key, opts)
-
-
-def run_steps(solver: Solver, den: Denoiser, x, ts, key, opts):
-    n = ts.shape[0] - 1
-    keys = jax.random.split(key, n)
-    is_last = jnp.arange(n) == n - 1
-
-    def body(state, inp):
-        carry, nfe = state
-        t, t_next, k, last = inp
-        carry, used = solver.step(den, carry, t, t_next, k, last, opts)
-        return (carry, nfe + used), None
-
-    init = (solver.init(den, x, opts), jnp.zeros((), jnp.int32))
-    (carry, nfe), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, is_last))
-    return solver.state(carry), nfe
-
-
-_REGISTRY: dict[str, Solver] = {}
-
-
-def register(cls):
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
-def names():
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> Solver:
-    if name not in _REGISTRY:
-        raise ValueError(f"solver must be one of {sorted(_REGISTRY)}, got {name!r}")
-    return _REGISTRY[name]
+    def solve(self, den: Denoiser, x, ts):
+        """Adaptive solvers only: integrates from ts[0] to ts[-1]; returns (x, nfe)."""
+        raise NotImplementedError
 
 
 def first_order(den, x0, eps, t_next, x):

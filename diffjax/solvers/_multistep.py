@@ -13,31 +13,56 @@ exactly against exp(u - h), with the moments
 The zeroth-order part is the DDIM step a_next x0 + s_next eps, finite everywhere; the
 higher-order terms are used only where h and the past step sizes are finite (not on a step that
 touches alpha = 0). Works in either direction of time (h < 0 when encoding).
+
+The loop carry is a ``MultistepState``: the sample, the two previous data estimates with their
+half log-SNRs, and how many of those are valid (the first steps warm up at lower order).
+``order`` (1, 2 or 3) and ``lower_order_final`` are static, set by the subclass, not options.
 """
+from typing import NamedTuple, Tuple
+
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from diffjax.solvers._base import Solver, first_order, nfe
 
 
+class MultistepState(NamedTuple):
+    """The carry of a multistep solver between grid steps."""
+
+    x: jax.Array                           # the sample at the current grid time
+    x0_prev: Tuple[jax.Array, jax.Array]   # data estimates of the last and second-to-last step
+    lam_prev: Tuple[jax.Array, jax.Array]  # their half log-SNRs
+    count: jax.Array                       # how many steps were taken (past estimates that are valid)
+
+
 class Multistep(Solver):
-    order = 2
-    lower_order_final = False
+    order: int = eqx.field(static=True, init=False, default=2)
+    lower_order_final: bool = eqx.field(static=True, init=False, default=False)
     default_grid = "uniform_logsnr"
     default_steps = 25
 
-    def init(self, den, x, opts):
+    def __check_init__(self):
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"order must be 1, 2 or 3, got {self.order!r}")
+
+    @property
+    def deterministic(self) -> bool:
+        return True
+
+    def init(self, den, x):
         zeros, zl = jnp.zeros_like(x), jnp.zeros((), den.time_dtype(x))
-        # carry: state, previous two data estimates and their half log-SNRs, how many are valid
-        return (x, zeros, zeros, zl, zl, jnp.zeros((), jnp.int32))
+        return MultistepState(x=x, x0_prev=(zeros, zeros), lam_prev=(zl, zl), count=jnp.zeros((), jnp.int32))
 
     def state(self, carry):
-        return carry[0]
+        return carry.x
 
     def with_state(self, carry, x):
-        return (x,) + tuple(carry[1:])
+        return carry._replace(x=x)
 
-    def step(self, den, carry, t, t_next, key, is_last, opts):
-        x, m1, m2, lam1, lam2, count = carry
+    def step(self, den, carry, t, t_next, key, is_last):
+        x, count = carry.x, carry.count
+        (m1, m2), (lam1, lam2) = carry.x0_prev, carry.lam_prev
         m0, eps = den(x, t)
         _, _, lam = den.coeffs(t, x)
         a_n, _, lam_n = den.coeffs(t_next, x)
@@ -59,5 +84,6 @@ class Multistep(Solver):
         corr3 = mom1 * (d01 + h0s * d012) + mom2 * d012
         corr = jnp.where(ok3, corr3, jnp.where(ok2, corr2, 0.0))
         x_next = first_order(den, m0, eps, t_next, x) + (a_n * corr).astype(x.dtype)
-        carry = (x_next.astype(x.dtype), m0, m1, lam.astype(lam1.dtype), lam1, count + 1)
+        carry = MultistepState(x=x_next.astype(x.dtype), x0_prev=(m0, m1), lam_prev=(lam.astype(lam1.dtype), lam1),
+                               count=count + 1)
         return carry, nfe(1)

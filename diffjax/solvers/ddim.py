@@ -4,12 +4,13 @@
 
 h = lam_next - lam (half log-SNR). eta = 0 is the deterministic first-order exponential
 integrator of the probability-flow ODE; eta = 1 samples the exact Gaussian posterior
-q(x_next | x_t, x0 = x0_hat), i.e. ancestral DDPM sampling. eta is a traced value.
+q(x_next | x_t, x0 = x0_hat), i.e. ancestral DDPM sampling. eta is a traced value; the solver
+counts as deterministic only when eta is known to be 0.
 """
 import jax
 import jax.numpy as jnp
 
-from diffjax.solvers._base import Solver, nfe, register
+from diffjax.solvers._base import Solver, concrete_float, nfe, register
 
 
 def ddim_update(den, x, x0, eps, t, t_next, key, eta):
@@ -29,9 +30,12 @@ class DDIM(Solver):
     name = "ddim"
     default_grid = "uniform_logsnr"
     default_steps = 100
-    options = {"eta": 0.0}
-    stochastic = True  # when eta > 0
+    eta: float = 0.0
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return concrete_float(self.eta) == 0.0
+
+    def step(self, den, x, t, t_next, key, is_last):
         x0, eps = den(x, t)
-        return ddim_update(den, x, x0, eps, t, t_next, key, opts["eta"]), nfe(1)
+        return ddim_update(den, x, x0, eps, t, t_next, key, self.eta), nfe(1)

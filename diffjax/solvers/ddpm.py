@@ -12,10 +12,13 @@ from diffjax.solvers.ddim import ddim_update
 @register
 class DDPM(Solver):
     name = "ddpm"
-    stochastic = True
     default_grid = "uniform_t"
     default_steps = 1000
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return False
+
+    def step(self, den, x, t, t_next, key, is_last):
         x0, eps = den(x, t)
         return ddim_update(den, x, x0, eps, t, t_next, key, 1.0), nfe(1)

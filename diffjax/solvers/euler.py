@@ -26,6 +26,10 @@ class Euler(Solver):
     default_grid = "uniform_logsnr"
     default_steps = 100
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return True
+
+    def step(self, den, x, t, t_next, key, is_last):
         x0, eps = den(x, t)
         return euler_update(den, x, x0, eps, t, t_next), nfe(1)

@@ -16,11 +16,14 @@ from diffjax.solvers.ddim import ddim_update
 @register
 class EulerMaruyama(Solver):
     name = "euler_maruyama"
-    stochastic = True
     default_grid = "uniform_logsnr"
     default_steps = 1000
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return False
+
+    def step(self, den, x, t, t_next, key, is_last):
         x0, eps = den(x, t)
         tt = jnp.asarray(t, den.time_dtype(x))
         sch = den.schedule

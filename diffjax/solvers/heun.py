@@ -15,7 +15,11 @@ class Heun(Solver):
     default_grid = "uniform_logsnr"
     default_steps = 25
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return True
+
+    def step(self, den, x, t, t_next, key, is_last):
         x0, eps = den(x, t)
         x_pred = euler_update(den, x, x0, eps, t, t_next)
         a, s, _ = den.coeffs(t, x)

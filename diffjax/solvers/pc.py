@@ -3,13 +3,15 @@ of Langevin dynamics with the model's score, then an ancestral predictor step to
 
 Langevin step size by the signal-to-noise rule of Song et al.: eps_l = 2 (snr ||z|| / ||score||)^2
 with both norms averaged over the batch (as in their code; per-example norms are too noisy in
-low dimension), x <- x + eps_l score + sqrt(2 eps_l) z. ``snr`` is a traced value. Model calls per grid step:
-1 + corrector_steps.
+low dimension), x <- x + eps_l score + sqrt(2 eps_l) z. ``snr`` is a traced value;
+``corrector_steps`` (an int >= 0) is static, the length of the Langevin loop. Model calls per
+grid step: 1 + corrector_steps.
 """
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from diffjax.solvers._base import Solver, nfe, register
+from diffjax.solvers._base import Solver, int_option, nfe, register
 from diffjax.solvers.ddim import ddim_update
 
 
@@ -20,21 +22,25 @@ def _norm(v):
 @register
 class PC(Solver):
     name = "pc"
-    stochastic = True
     default_grid = "uniform_logsnr"
     default_steps = 500
-    options = {"snr": 0.05, "corrector_steps": 1}
+    snr: float = 0.05
+    corrector_steps: int = eqx.field(static=True, default=1, converter=int_option("corrector_steps", 0))
 
-    def step(self, den, x, t, t_next, key, is_last, opts):
+    @property
+    def deterministic(self) -> bool:
+        return False
+
+    def step(self, den, x, t, t_next, key, is_last):
         k_corr, k_pred = jax.random.split(key)
-        n_corr = int(opts["corrector_steps"])
+        n_corr = self.corrector_steps
         _, s, _ = den.coeffs(t, x)
 
         def langevin(x, k):
             _, eps = den(x, t)
             score = -eps / s
             z = jax.random.normal(k, x.shape, x.dtype)
-            ratio = opts["snr"] * jnp.mean(_norm(z)) / jnp.maximum(jnp.mean(_norm(score)), 1e-20)
+            ratio = self.snr * jnp.mean(_norm(z)) / jnp.maximum(jnp.mean(_norm(score)), 1e-20)
             step = (2.0 * ratio**2).astype(x.dtype)
             return (x + step * score + jnp.sqrt(2.0 * step) * z).astype(x.dtype), None
 

@@ -92,6 +92,137 @@ def test_guidance_scale_and_eta_are_traced_one_compilation_for_ten_values():
     assert min(np.abs(outs[i] - outs[i + 1]).max() for i in range(9)) > 1e-3, "values must change the result"
 
 
+@pytest.mark.parametrize("solver,option,values", [("pc", "snr", (0.05, 0.1, 0.2)),
+                                                   ("rk45", "rtol", (1e-2, 1e-3, 1e-4))])
+def test_numeric_options_are_traced_one_compilation_for_three_values(solver, option, values):
+    sch = dj.schedules.cosine()
+    model = two_bumps().model(sch)
+    traces = []
+
+    @jax.jit
+    def run(value, key):
+        traces.append(1)
+        return dj.sample(model, key, (64, 2), schedule=sch, prediction="eps", solver=solver, steps=8,
+                         **{option: value})
+
+    outs = [run(v, jax.random.PRNGKey(0)) for v in values]
+    assert len(traces) == 1
+    xs = [np.asarray(x) for x, _ in outs]
+    assert all(np.isfinite(x).all() for x in xs)
+    assert min(np.abs(xs[i] - xs[i + 1]).max() for i in range(len(xs) - 1)) > 1e-6, "values must change the result"
+    if option == "rtol":  # a tighter tolerance takes more steps
+        nfes = [int(info["nfe"]) for _, info in outs]
+        assert nfes[0] < nfes[-1], nfes
+
+
+def test_deterministic_property_says_whether_the_key_matters():
+    """A solver instance is deterministic iff its result does not depend on the key: every
+    solver with default options, and ddim with eta = 0 against eta = 0.5."""
+    sch = dj.schedules.cosine()
+    model = two_bumps().model(sch)
+    x_init = jnp.asarray(np.random.default_rng(0).standard_normal((8, 2)), jnp.float32)
+    cases = [(name, {}) for name in ALL] + [("ddim", {"eta": 0.0}), ("ddim", {"eta": 0.5})]
+    for name, opts in cases:
+        outs = [np.asarray(dj.sample(model, jax.random.PRNGKey(k), x_init.shape, schedule=sch, prediction="eps",
+                                     solver=name, steps=3, x_init=x_init, denoise_final=False, **opts)[0])
+                for k in (0, 1)]
+        solver = dj.solvers.get(name)(**opts)
+        assert solver.deterministic == np.array_equal(*outs), (name, opts)
+    assert set(dj.solvers.DETERMINISTIC) == {"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "rk45"}
+    assert set(dj.solvers.STOCHASTIC) == {"ddpm", "euler_maruyama", "pc"}
+
+
+def test_a_traced_eta_counts_as_stochastic_and_encode_refuses_it():
+    sch = dj.schedules.cosine()
+    model = two_bumps().model(sch)
+    x = jnp.asarray(two_bumps().sample(0, 8))
+    seen = []
+    jax.jit(lambda eta: seen.append(dj.solvers.get("ddim")(eta=eta).deterministic) or eta)(0.0)
+    assert seen == [False]
+    kw = dict(schedule=sch, prediction="eps", solver="ddim", steps=4)
+    z, _ = dj.encode(model, x, eta=0.0, **kw)  # a concrete eta = 0 is deterministic
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(dj.encode(model, x, **kw)[0]))
+    with pytest.raises(ValueError, match=r"encode with ddim needs eta=0 \(deterministic\), got eta=0.5"):
+        dj.encode(model, x, eta=0.5, **kw)
+    with pytest.raises(ValueError, match="encode with ddim needs eta=0"):
+        jax.jit(lambda eta: dj.encode(model, x, eta=eta, **kw)[0])(0.0)
+    for name in ("ddpm", "euler_maruyama", "pc"):
+        with pytest.raises(ValueError, match=f"encode needs a deterministic solver, one of .*; got '{name}'"):
+            dj.encode(model, x, schedule=sch, prediction="eps", solver=name, steps=4)
+
+
+def test_static_options_are_checked_with_an_error_naming_the_option():
+    sch = dj.schedules.cosine()
+    model = gaussian().model(sch)
+    k = jax.random.PRNGKey(0)
+
+    def run(solver, **opts):
+        return dj.sample(model, k, (4, 2), schedule=sch, prediction="eps", solver=solver, steps=3, **opts)
+
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="corrector_steps must be an int >= 0"):
+            run("pc", corrector_steps=bad)
+    with pytest.raises(ValueError, match="corrector_steps must be an int >= 0 .*cannot be traced"):
+        jax.jit(lambda n: run("pc", corrector_steps=n)[0])(2)
+    with pytest.raises(ValueError, match="max_steps must be an int >= 1, got 0"):
+        run("rk45", max_steps=0)
+    with pytest.raises(ValueError, match=r"method must be one of \['dopri5', 'tsit5'\], got 'rk4'"):
+        run("rk45", method="rk4")
+    with pytest.raises(ValueError, match=r"solver 'pc' got unknown option\(s\) \['eta'\]; allowed: \['corrector_steps', 'snr'\]"):
+        run("pc", eta=0.1)
+    # valid static values: numpy ints, and zero corrector steps (the predictor alone: one call per step)
+    assert int(run("pc", corrector_steps=np.int64(2))[1]["nfe"]) == 3 * 3 + 1
+    assert int(run("pc", corrector_steps=0)[1]["nfe"]) == 3 + 1
+
+
+def test_driver_hook_runs_after_every_step_and_the_next_step_sees_its_output():
+    """run_steps with project(x, t_next, key): called once after every step, at the step's end
+    time, and what it returns is the state the model sees next; with repeat = 2 every step is
+    taken twice with a jump back from t_next to t in between."""
+    driver = dj.solvers.driver
+    sch = dj.schedules.cosine()
+    ts = jnp.asarray([0.9, 0.7, 0.4, 0.2], jnp.float32)
+    base = gaussian().model(sch)
+    seen, projected, jumps = [], [], []
+
+    def spy(x, t):
+        jax.debug.callback(lambda tt, xx: seen.append((float(np.asarray(tt)[0]), np.asarray(xx))), t, x)
+        return base(x, t)
+
+    def project(x, t_next, key):
+        y = x + 1.0  # a visible edit
+        jax.debug.callback(lambda tt, yy: projected.append((float(tt), np.asarray(yy))), t_next, y)
+        return y
+
+    def jump_back(x, t_from, t_to, key):
+        jax.debug.callback(lambda a, b: jumps.append((float(a), float(b))), t_from, t_to)
+        return x
+
+    den = driver.Denoiser(spy, sch, "eps")
+    x_init = jnp.zeros((2, 2), jnp.float32)
+    for solver in ("ddim", "dpmpp_2m"):
+        seen.clear()
+        projected.clear()
+        x, nfe = driver.run_steps(driver.make_solver(solver, {}), den, x_init, ts, jax.random.PRNGKey(0),
+                                  project=project)
+        jax.effects_barrier()
+        assert [t for t, _ in projected] == [float(t) for t in ts[1:]]
+        assert int(nfe) == len(seen) == 3
+        for (_, y), (_, x_seen) in zip(projected[:-1], seen[1:]):
+            np.testing.assert_array_equal(x_seen, y)
+        np.testing.assert_array_equal(np.asarray(x), projected[-1][1])
+
+    seen.clear()
+    projected.clear()
+    x, nfe = driver.run_steps(driver.make_solver("dpmpp_2m", {}), den, x_init, ts, jax.random.PRNGKey(0),
+                              project=project, repeat=2, jump_back=jump_back)
+    jax.effects_barrier()
+    t = [float(v) for v in ts]
+    assert [p for p, _ in projected] == [t[1], t[1], t[2], t[2], t[3], t[3]]
+    assert jumps == [(t[1], t[0]), (t[2], t[1]), (t[3], t[2])]
+    assert int(nfe) == len(seen) == 6 and np.isfinite(np.asarray(x)).all()
+
+
 def test_bf16_model_gets_float32_times_unrounded():
     sch = dj.schedules.linear_vp()
     seen = []

@@ -1,0 +1,154 @@
+"""The solver driver: what ``sample``, ``encode`` and ``diffjax.editing`` share.
+
+Each of them checks the common arguments (``check_common``), builds the solver from its name
+and the call's options (``make_solver``), builds or checks the time grid (``make_grid``),
+refuses a start the model cannot denoise (``check_singular_start``), wraps the model as a
+``Denoiser`` and runs the solver (``integrate``, or ``run_steps`` for a fixed-grid solver).
+
+``run_steps`` is the one time loop of every fixed-grid solver: a single ``lax.scan`` over the
+grid intervals, so one compilation serves every grid of a given length and no Python loop runs
+at sampling time. An optional hook edits the state after every step: ``project(x, t_next,
+key) -> x`` (inpainting overwrites the known region with a fresh draw of the forward process);
+with ``repeat = R > 1`` every grid step is taken R times, the state being sent back from t_next
+to t by ``jump_back(x, t_next, t, key) -> x`` between passes (RePaint's resampling). After a
+jump back the solver restarts from the new state, since a multistep history computed before
+the jump does not belong to it (and its last entry, at t, would give a zero log-SNR step).
+
+Keys: the i-th grid step gets the i-th key of ``split(key, n)`` and, without a hook, hands it
+to the solver. With a hook it is split into R pass keys; each of the first R - 1 splits into a
+pass key and a jump-back key, and a pass key splits into the solver's and the hook's.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from diffjax import grids
+from diffjax.parameterization import check_kind
+from diffjax.schedules import Schedule
+from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float
+
+__all__ = ["Denoiser", "check_common", "make_solver", "make_grid", "check_singular_start", "integrate",
+           "run_steps"]
+
+
+def check_common(schedule, prediction, solver: str, t_min, t_max) -> None:
+    """Checks the arguments every entry point takes: the schedule, the prediction kind, the
+    solver name and, where they are known at trace time, 0 <= t_min < t_max <= 1."""
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a diffjax.schedules.Schedule, got {type(schedule).__name__}")
+    check_kind(prediction)
+    SOLVERS.get(solver)
+    lo, hi = concrete_float(t_min), concrete_float(t_max)
+    for name, v in (("t_min", lo), ("t_max", hi)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {v}")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"t_min must be < t_max, got t_min={lo}, t_max={hi}")
+
+
+def make_solver(name: str, options: dict) -> Solver:
+    """The solver ``name`` built from the call's options (the others keep their defaults)."""
+    cls = SOLVERS.get(name)
+    allowed = cls.option_defaults()
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ValueError(f"solver {name!r} got unknown option(s) {sorted(unknown)}; "
+                         f"allowed: {sorted(allowed) or 'none'}")
+    return cls(**options)
+
+
+def make_grid(solver: Solver, schedule, *, steps, ts, t_min, t_max, grid, dtype):
+    """The descending grid [t_max, ..., t_min]: ``ts`` checked, or ``steps`` intervals of the
+    named ``grid`` (default: the solver's grid and step count)."""
+    if ts is None:
+        if steps is None:
+            steps = solver.default_steps
+        return grids.get(grid or solver.default_grid, schedule, steps, t_max, t_min, dtype)
+    ts = jnp.asarray(ts, dtype)
+    grids.check_ts(ts, increasing=False)
+    if steps is not None and ts.shape[0] != steps + 1:
+        raise ValueError(f"ts must have length steps + 1 = {steps + 1}, got {ts.shape[0]}")
+    return ts
+
+
+def check_singular_start(schedule, prediction, t_max) -> None:
+    """eps / score predictions say nothing about x0 where alpha = 0: refuse when that is known."""
+    t = concrete_float(t_max)
+    if prediction not in ("eps", "score") or t is None:
+        return
+    if concrete_float(schedule.alpha(jnp.asarray(t, jnp.float32))) == 0.0:
+        raise ValueError(
+            f"prediction={prediction!r} cannot be converted to x0 where alpha = 0 (t_max={t} for "
+            f"{type(schedule).__name__}); use a 'flow', 'v' or 'x0' model, or a t_max where alpha > 0")
+
+
+def integrate(solver: Solver, den: Denoiser, x, ts, key):
+    """Runs the solver from ts[0] to ts[-1] (either direction of time); returns (x, nfe)."""
+    if solver.fixed_grid:
+        return run_steps(solver, den, x, ts, key)
+    return solver.solve(den, x, ts)
+
+
+def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Callable] = None, repeat: int = 1,
+              jump_back: Optional[Callable] = None):
+    """Runs a fixed-grid solver over ``ts`` in one ``lax.scan``; returns (x, nfe).
+
+    ``project(x, t_next, key) -> x``, if given, replaces the state after every step. ``repeat``
+    (an int >= 1) takes every grid step that many times, with ``jump_back(x, t_next, t, key)
+    -> x`` between passes; both need ``project``. nfe counts every pass.
+    """
+    if not solver.fixed_grid:
+        raise ValueError(f"run_steps needs a fixed-grid solver; {solver.name!r} has no single step")
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+        raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
+    if project is None and (repeat != 1 or jump_back is not None):
+        raise ValueError("repeat and jump_back need a project hook")
+    if repeat > 1 and jump_back is None:
+        raise ValueError(f"repeat={repeat} needs jump_back(x, t_next, t, key) -> x")
+    advance = _plain(solver, den) if project is None else _hooked(solver, den, project, repeat, jump_back)
+    n = ts.shape[0] - 1
+    keys = jax.random.split(key, n)
+    is_last = jnp.arange(n) == n - 1
+
+    def body(state, inp):
+        carry, nfe = state
+        t, t_next, k, last = inp
+        carry, used = advance(carry, t, t_next, k, last)
+        return (carry, nfe + used), None
+
+    init = (solver.init(den, x), jnp.zeros((), jnp.int32))
+    (carry, nfe), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, is_last))
+    return solver.state(carry), nfe
+
+
+def _plain(solver, den):
+    def advance(carry, t, t_next, key, last):
+        return solver.step(den, carry, t, t_next, key, last)
+    return advance
+
+
+def _hooked(solver, den, project, repeat, jump_back):
+    """One grid step as ``repeat`` passes of (step, project), jumping back between passes."""
+    def step_and_project(carry, t, t_next, key, last):
+        k_step, k_project = jax.random.split(key)
+        carry, used = solver.step(den, carry, t, t_next, k_step, last)
+        return solver.with_state(carry, project(solver.state(carry), t_next, k_project)), used
+
+    def advance(carry, t, t_next, key, last):
+        keys = jax.random.split(key, repeat)
+        used = jnp.zeros((), jnp.int32)
+        if repeat > 1:
+            def pass_and_jump_back(state, k):
+                carry, used = state
+                k_pass, k_back = jax.random.split(k)
+                carry, u = step_and_project(carry, t, t_next, k_pass, last)
+                x_back = jump_back(solver.state(carry), t_next, t, k_back)
+                return (solver.init(den, x_back), used + u), None
+
+            (carry, used), _ = jax.lax.scan(pass_and_jump_back, (carry, used), keys[:-1])
+        carry, u = step_and_project(carry, t, t_next, keys[-1], last)
+        return carry, used + u
+    return advance
