@@ -20,13 +20,16 @@ before any test: the list must follow the code it mutates.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import importlib
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,11 +85,13 @@ def copy_repo(dest):
         os.symlink(shared, os.path.join(os.path.dirname(dest), "shared"))
 
 
-def pytest(copy, targets, timeout):
-    """(passed, first failing test or '', seconds)."""
+def pytest(copy, targets, timeout, workers=0):
+    """(passed, first failing test or '', seconds); ``workers > 0`` runs pytest-xdist."""
     env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
            "-p", "no:randomly", "-W", "ignore", *targets]
+    if workers:
+        cmd[3:3] = ["-n", str(workers)]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
@@ -106,6 +111,9 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="run mutants whose name contains this")
     ap.add_argument("--list", action="store_true", help="print the list and exit")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per test run")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="mutants tested at once, each in its own copy (the baseline runs on "
+                         "this many pytest-xdist workers)")
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args(argv)
 
@@ -122,10 +130,16 @@ def main(argv=None):
         return 0
     active = [m for m in chosen if not m.equivalent]
 
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="diffjax-mutants-") as tmp:
-        copy = os.path.join(tmp, "main")
-        copy_repo(copy)
+        copies = []
+        for j in range(args.jobs):
+            copy = os.path.join(tmp, str(j), "main")
+            copy_repo(copy)
+            copies.append(copy)
+        copy = copies[0]
         where = subprocess.run([sys.executable, "-c", "import diffjax; print(diffjax.__file__)"],
                                cwd=copy, env=dict(os.environ, PYTHONPATH=copy),
                                capture_output=True, text=True).stdout.strip()
@@ -133,27 +147,44 @@ def main(argv=None):
             raise SystemExit(f"the copy's tests would import diffjax from {where!r}")
         targets = sorted({t for m in active for t in tests[m.path]})
         print(f"baseline: {len(targets)} test targets on the unmutated copy ...", flush=True)
-        ok, failing, secs = pytest(copy, targets, args.timeout * 4)
+        ok, failing, secs = pytest(copy, targets, args.timeout * 4,
+                                   workers=args.jobs if args.jobs > 1 else 0)
         if not ok:
             raise SystemExit(f"the unmutated tests fail ({failing}); fix them first")
         print(f"baseline passed in {secs:.0f} s", flush=True)
 
-        killed, survived = [], []
-        for i, m in enumerate(active, 1):
-            path = os.path.join(copy, m.path)
-            with open(path) as f:
-                original = f.read()
-            with open(path, "w") as f:
-                f.write(original.replace(m.old, m.new))
+        free = queue.Queue()
+        for c in copies:
+            free.put(c)
+        lock = threading.Lock()
+        killed, survived, done = [], [], [0]
+
+        def run(m):
+            copy = free.get()
             try:
-                ok, failing, secs = pytest(copy, tests[m.path], args.timeout)
-            finally:
+                path = os.path.join(copy, m.path)
+                with open(path) as f:
+                    original = f.read()
                 with open(path, "w") as f:
-                    f.write(original)
-            (survived if ok else killed).append(m)
-            verdict = "SURVIVED" if ok else "killed  "
-            print(f"[{i:3d}/{len(active)}] {verdict} {m.name:44s} {secs:6.1f} s  {failing}",
-                  flush=True)
+                    f.write(original.replace(m.old, m.new))
+                try:
+                    ok, failing, secs = pytest(copy, tests[m.path], args.timeout)
+                finally:
+                    with open(path, "w") as f:
+                        f.write(original)
+            finally:
+                free.put(copy)
+            with lock:
+                (survived if ok else killed).append(m)
+                done[0] += 1
+                verdict = "SURVIVED" if ok else "killed  "
+                print(f"[{done[0]:3d}/{len(active)}] {verdict} {m.name:44s} {secs:6.1f} s  "
+                      f"{failing}", flush=True)
+
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(run, active))
+        order = {m.name: i for i, m in enumerate(active)}
+        survived.sort(key=lambda m: order[m.name])
 
     for m in chosen:
         if m.equivalent:
