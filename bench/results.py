@@ -29,8 +29,9 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + ("+changes" if git("status", "--porcelain", "--", "diffjax", "experiments",
-                                     "bench", "tests") else "")
+    changed = git("status", "--porcelain", "--", "diffjax", "experiments", "bench", "tests",
+                  ":(exclude)bench/RESULTS.md")
+    return rev + ("+changes" if changed else "")
 
 
 def machine() -> str:
