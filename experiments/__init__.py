@@ -4,6 +4,9 @@
     python -m experiments.sample --workdir=DIR --num_samples=N --output=FILE.npy
     python -m experiments.evaluate --workdir=DIR
 
-Configs live in ``experiments/configs`` (``toy``, ``digits``, ``mnist``, ``cifar10``); shared
-helpers in :mod:`experiments.common`, :mod:`experiments.metrics` and :mod:`experiments.plots`.
+Configs live in ``experiments/configs`` (``toy``, ``digits``, ``digits_cond``, ``mnist``,
+``cifar10``, ``cifar10_cond``, ``text_small``, ``text8``); ``config.task`` names the task that
+builds, samples and evaluates it (:mod:`experiments.tasks`). Shared pieces:
+:mod:`experiments.common` (config files, the experiment wiring, batching),
+:mod:`experiments.metrics`, :mod:`experiments.text_metrics` and :mod:`experiments.plots`.
 """
