@@ -11,7 +11,8 @@ config's other sections. The sections every task has::
     diffusion.*                the process and the loss (task-specific)
     optim.*                    diffjax.training.make_optimizer (learning_rate, warmup_steps, ...)
     train.num_steps, .log_every, .checkpoint_every, .keep_checkpoints, .ema_decay,
-         .grad_accum, .fsdp, .num_devices (0 = all), .steps_per_call
+         .grad_accum, .fsdp, .num_devices (0 = all), .mesh ("data:4,model:2"; "" = a
+         data axis over num_devices), .steps_per_call
     sample.*, eval.*           the task's sampler and evaluation settings
 
 The run's config is written to ``WORKDIR/config.json`` (and into every checkpoint's metadata);
@@ -86,6 +87,39 @@ def dtype(name: str):
     return DTYPES[name]
 
 
+# ---------------------------------------------------------------------------- train-time pieces
+def build_optimizer(config):
+    """``(optimizer, learning-rate schedule)`` from ``config.optim`` over
+    ``config.train.num_steps`` steps."""
+    opt_config = dict(config.optim)
+    opt_config["total_steps"] = int(config.train.num_steps)
+    if opt_config.get("warmup_steps", 0) > opt_config["total_steps"]:
+        logging.warning("optim.warmup_steps=%d > train.num_steps=%d: warming up over all steps.",
+                        opt_config["warmup_steps"], opt_config["total_steps"])
+        opt_config["warmup_steps"] = opt_config["total_steps"]
+    return training.make_optimizer(opt_config), training.make_schedule(opt_config)
+
+
+def build_mesh(config, devices=None):
+    """The device mesh of ``config.train``: ``mesh`` (e.g. ``"data:4,model:2"``) when set,
+    else a ``data`` axis over ``num_devices`` devices (0 = all)."""
+    t = config.train
+    if opt(t.get("mesh", "")):
+        return training.make_mesh(shape=t.mesh, devices=devices)
+    return training.make_mesh(int(t.get("num_devices", 0)) or None, devices=devices)
+
+
+def build_train_step(config, objective, optimizer, mesh, *, learning_rate_fn=None,
+                     fsdp=None):
+    """The train step of ``config.train`` for ``objective`` on ``mesh`` (``fsdp`` overrides
+    ``train.fsdp``)."""
+    t = config.train
+    return training.make_train_step(
+        objective.loss_fn, optimizer, mesh=mesh, ema_decay=float(t.ema_decay),
+        grad_accum=int(t.grad_accum), fsdp=bool(t.fsdp if fsdp is None else fsdp),
+        learning_rate_fn=learning_rate_fn)
+
+
 # ---------------------------------------------------------------------------- the experiment
 class Experiment:
     """Everything a launcher needs for one config and its task (`experiments.tasks`): data
@@ -101,19 +135,10 @@ class Experiment:
         model = task.build_model(config, self.info)
         self.num_params = models.count_params(model)
         self.objective, self.params = task.build_objective(config, model)
-        opt_config = dict(config.optim)
-        opt_config["total_steps"] = int(config.train.num_steps)
-        if opt_config.get("warmup_steps", 0) > opt_config["total_steps"]:
-            logging.warning("optim.warmup_steps=%d > train.num_steps=%d: warming up over all steps.",
-                            opt_config["warmup_steps"], opt_config["total_steps"])
-            opt_config["warmup_steps"] = opt_config["total_steps"]
-        self.optimizer = training.make_optimizer(opt_config)
-        num_devices = int(config.train.get("num_devices", 0)) or None
-        self.mesh = mesh if mesh is not None else training.make_mesh(num_devices)
-        self.train_step = training.make_train_step(
-            self.objective.loss_fn, self.optimizer, mesh=self.mesh,
-            ema_decay=float(config.train.ema_decay), grad_accum=int(config.train.grad_accum),
-            fsdp=bool(config.train.fsdp), learning_rate_fn=training.make_schedule(opt_config))
+        self.optimizer, schedule = build_optimizer(config)
+        self.mesh = mesh if mesh is not None else build_mesh(config)
+        self.train_step = build_train_step(config, self.objective, self.optimizer, self.mesh,
+                                           learning_rate_fn=schedule)
         self.checkpointer = training.Checkpointer(
             os.path.join(self.workdir, CHECKPOINT_DIR),
             max_to_keep=int(config.train.keep_checkpoints),

@@ -22,6 +22,11 @@ Names (``NAMES``):
 * ``text8`` (file in ``data_dir``) and ``stdlib_text`` (offline corpus) -- see
   :mod:`diffjax.data.text`; ``"x"`` int32 token ids ``(B, seq_len)``. Splits: text8
   ``train``/``validation``/``test``; stdlib_text ``train``/``test``.
+* ``imagenet256_latents``: precomputed Stable-Diffusion VAE latents of 256x256 ImageNet, one
+  array_record file per split in ``data_dir`` (:mod:`diffjax.data.latents`, written by
+  ``latents.write_latents``); ``"x"`` float32 ``(B, 32, 32, 4)`` already multiplied by the
+  latent scale (``info.extra["scale"]``), ``"label"`` 0..999; the splits that were written.
+  ``postprocess`` leaves latents as they are (decoding needs the VAE, outside diffjax).
 
 Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueError):
 
@@ -29,6 +34,10 @@ Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueErr
   ``2 (x + u) / L - 1``), ``random_flip=False`` (left-right, p = 1/2); digits also
   ``holdout_fraction=0.2``, ``split_seed=0``.
 * text: ``seq_len=256``, ``vocab="char"`` (27 symbols) or ``"byte"`` (256), ``cache_dir``.
+* latents: none (no flips or dequantisation: the values are continuous).
+
+Data that is not on disk raises ``DatasetNotPreparedError`` (a ``FileNotFoundError``; text8:
+``FileNotFoundError``) naming the expected files and how to prepare them.
 
 Iteration semantics (shuffling per epoch, drop_remainder / padding with ``"mask"``, host
 shards, resumable state) are described in :mod:`diffjax.data.pipeline`.
@@ -42,16 +51,18 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from diffjax.data import digits, pipeline, preprocessing, text, tfds, toy
+from diffjax.data import digits, latents, pipeline, preprocessing, text, tfds, toy
 from diffjax.data.pipeline import Batch, DataIterator, DatasetInfo
+from diffjax.data.tfds import DatasetNotPreparedError
 
-NAMES = toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES
+NAMES = toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES + latents.NAMES
 _IMAGE_OPTIONS = {"dequantize": False, "random_flip": False}
 _OPTIONS: dict[str, dict[str, Any]] = {
     **{name: {} for name in toy.NAMES},
     "digits": {**_IMAGE_OPTIONS, "holdout_fraction": 0.2, "split_seed": 0},
     **{name: dict(_IMAGE_OPTIONS) for name in tfds.DATASETS},
     **{name: {"seq_len": 256, "vocab": "char", "cache_dir": None} for name in text.NAMES},
+    **{name: {} for name in latents.NAMES},
 }
 _TOY_SPLITS = ("train", "test")
 
@@ -139,16 +150,24 @@ def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return {**allowed, **options}
 
 
+def _image_info(name, split, max_value, shape, num_classes, dequantize, random_flip,
+                num_examples) -> DatasetInfo:
+    augment = preprocessing.ImageAugment(max_value, random_flip=random_flip,
+                                         dequantize=dequantize)
+    return DatasetInfo(
+        name=name, split=split, shape=tuple(shape), dtype="float32", value_range=(-1.0, 1.0),
+        original_range=(0, max_value), num_classes=num_classes, vocab_size=None,
+        num_examples=num_examples, postprocess=augment.postprocess,
+        extra={"dequantize": dequantize, "random_flip": random_flip})
+
+
 def _image_dataset(name: str, split: str, source: pipeline.RandomAccessSource, max_value: int,
                    shape: tuple[int, ...], num_classes: int, dequantize: bool,
                    random_flip: bool) -> Dataset:
     augment = preprocessing.ImageAugment(max_value, random_flip=random_flip,
                                          dequantize=dequantize)
-    info = DatasetInfo(
-        name=name, split=split, shape=tuple(shape), dtype="float32", value_range=(-1.0, 1.0),
-        original_range=(0, max_value), num_classes=num_classes, vocab_size=None,
-        num_examples=len(source), postprocess=augment.postprocess,
-        extra={"dequantize": dequantize, "random_flip": random_flip})
+    info = _image_info(name, split, max_value, shape, num_classes, dequantize, random_flip,
+                       len(source))
     if not augment.is_random:  # plain scaling inside the source: no per-example generators
         return Dataset(info=info, source=pipeline.MappedSource(source, augment.deterministic))
     no_flip = preprocessing.ImageAugment(max_value, dequantize=dequantize)
@@ -176,22 +195,48 @@ def _toy_dataset(name: str, split: str) -> Dataset:
     return Dataset(info=info, source=None, _stream=stream)
 
 
-def _text_dataset(name: str, split: str, data_dir, seq_len: int, vocab: str,
-                  cache_dir) -> Dataset:
+def _text_info(name, split, seq_len, vocab, num_examples, extra) -> DatasetInfo:
     size = text.vocab_size(vocab)
-    raw = text.split_text(name, split, data_dir=data_dir, cache_dir=cache_dir)
-    source = text.TextChunks(text.encode(raw, vocab), seq_len)
 
     def postprocess(ids: np.ndarray) -> list[str]:
         ids = np.asarray(ids)
         return [text.decode(row, vocab) for row in ids.reshape(-1, ids.shape[-1])]
 
-    info = DatasetInfo(
-        name=name, split=split, shape=(source.seq_len,), dtype="int32",
+    return DatasetInfo(
+        name=name, split=split, shape=(int(seq_len),), dtype="int32",
         value_range=(0, size - 1), original_range=None, num_classes=None, vocab_size=size,
-        num_examples=len(source), postprocess=postprocess,
-        extra={"num_chars": len(raw), "vocab": vocab,
-               "unigram_entropy_bits": text.unigram_entropy_bits(raw)})
+        num_examples=num_examples, postprocess=postprocess, extra=extra)
+
+
+def _text_dataset(name: str, split: str, data_dir, seq_len: int, vocab: str,
+                  cache_dir) -> Dataset:
+    raw = text.split_text(name, split, data_dir=data_dir, cache_dir=cache_dir)
+    source = text.TextChunks(text.encode(raw, vocab), seq_len)
+
+    info = _text_info(name, split, source.seq_len, vocab, len(source),
+                      {"num_chars": len(raw), "vocab": vocab,
+                       "unigram_entropy_bits": text.unigram_entropy_bits(raw)})
+    return Dataset(info=info, source=source)
+
+
+def _latent_info(name, split, shape, num_classes, num_examples, extra) -> DatasetInfo:
+    def postprocess(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float32)  # latents stay (scaled) latents: no decoder here
+
+    return DatasetInfo(
+        name=name, split=split, shape=tuple(shape), dtype="float32", value_range=None,
+        original_range=None, num_classes=num_classes, vocab_size=None,
+        num_examples=num_examples, postprocess=postprocess,
+        extra={**extra,
+               "decode": "images = vae.decode(x / scale) with the VAE that encoded them"})
+
+
+def _latent_dataset(name: str, split: str, data_dir) -> Dataset:
+    source = latents.LatentSource(name, split, data_dir)
+
+    info = _latent_info(name, split, source.shape, source.num_classes, len(source),
+                        {"scale": source.scale, "stored_dtype": source.stored_dtype,
+                         "path": str(source.path)})
     return Dataset(info=info, source=source)
 
 
@@ -200,9 +245,9 @@ def get_dataset(name: str, split: str = "train", *,
     """The :class:`Dataset` ``name``/``split`` (see the module docstring for names/options).
 
     ``data_dir``: where TFDS datasets are prepared (default ``$TFDS_DATA_DIR`` or
-    ``~/tensorflow_datasets``) or where the text8 file lies (default ``$DIFFJAX_DATA_DIR``
-    or ``~/.cache/diffjax``). Nothing is ever downloaded: missing data raises an error that
-    says how to provide it.
+    ``~/tensorflow_datasets``) or where the text8 file or the latent folders lie (default
+    ``$DIFFJAX_DATA_DIR`` or ``~/.cache/diffjax``). Nothing is ever downloaded: missing data
+    raises an error that says how to provide it.
     """
     if name not in NAMES:
         raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}.")
@@ -219,8 +264,32 @@ def get_dataset(name: str, split: str = "train", *,
         source = tfds.TfdsImageSource(name, split, data_dir)
         return _image_dataset(name, split, source, tfds.MAX_VALUE, spec.shape,
                               spec.num_classes, opts["dequantize"], opts["random_flip"])
+    if name in latents.DATASETS:
+        return _latent_dataset(name, split, data_dir)
     return _text_dataset(name, split, data_dir, opts["seq_len"], opts["vocab"],
                          opts["cache_dir"])
+
+
+def describe(name: str, split: str = "train", **options: Any) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``get_dataset(name, split, **options)`` from what is known
+    without the data (shape, dtype, classes, vocabulary, ranges, inverse transform): for
+    compiling and sizing a model whose data is not on this machine. ``num_examples`` and
+    data-dependent ``extra`` facts are None / absent for datasets read from disk."""
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}.")
+    opts = _check_options(name, options)
+    if name in toy.NAMES or name == "digits":  # generated or bundled: no files to miss
+        return get_dataset(name, split, **options).info
+    if name in tfds.DATASETS:
+        spec = tfds.DATASETS[name]
+        return _image_info(name, split, tfds.MAX_VALUE, spec.shape, spec.num_classes,
+                           opts["dequantize"], opts["random_flip"], None)
+    if name in latents.DATASETS:
+        spec = latents.DATASETS[name]
+        return _latent_info(name, split, spec.shape, spec.num_classes, None,
+                            {"scale": spec.scale})
+    return _text_info(name, split, opts["seq_len"], opts["vocab"], None,
+                      {"vocab": opts["vocab"]})
 
 
 def get_iterator(name: str, split: str = "train", *, batch_size: int,
@@ -236,5 +305,6 @@ def get_iterator(name: str, split: str = "train", *, batch_size: int,
         prefetch=prefetch, state=state)
 
 
-__all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo", "digits",
-           "get_dataset", "get_iterator", "pipeline", "preprocessing", "text", "tfds", "toy"]
+__all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo",
+           "DatasetNotPreparedError", "describe", "digits", "get_dataset", "get_iterator", "latents",
+           "pipeline", "preprocessing", "text", "tfds", "toy"]

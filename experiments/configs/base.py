@@ -38,7 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         num_steps=1000, log_every=100, checkpoint_every=500, keep_checkpoints=2,
-        ema_decay=0.999, grad_accum=1, fsdp=False, num_devices=0, steps_per_call=1))
+        ema_decay=0.999, grad_accum=1, fsdp=False, num_devices=0, mesh="", steps_per_call=1))
 
     c.sample = ml_collections.ConfigDict(dict(
         solver="dpmpp_2m", steps=50, t_min=1e-3, grid="", num_samples=1000, batch_size=1000,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffjax import data as ddata
 from experiments import common
 
 __all__ = ["Task"]
@@ -20,9 +21,21 @@ class Task:
     name: str = ""
 
     # ---------------------------------------------------------------- building
+    def data_options(self, config) -> dict:
+        """The options of ``diffjax.data.get_dataset`` for ``config.data`` (besides its name
+        and ``data_dir``)."""
+        raise NotImplementedError
+
     def build_dataset(self, config, split: str):
         """A ``diffjax.data.Dataset`` for ``split`` (``"train"`` or ``"test"``)."""
-        raise NotImplementedError
+        d = config.data
+        return ddata.get_dataset(d.name, split, data_dir=common.opt(d.get("data_dir", "")),
+                                 **self.data_options(config))
+
+    def dataset_info(self, config):
+        """The ``DatasetInfo`` of the config's training data from shapes alone, without
+        reading the data (``bench/aot.py`` compiles configs whose data is elsewhere)."""
+        return ddata.describe(config.data.name, "train", **self.data_options(config))
 
     def build_model(self, config, info):
         """The Flax NNX model for a dataset with ``info`` (``DatasetInfo``)."""
@@ -40,6 +53,14 @@ class Task:
     def restore_params(self, config, workdir: str, *, ema: bool = True):
         """``(objective, params, info, step)`` of ``workdir``'s latest checkpoint."""
         return common.restore_params(self, config, workdir, ema=ema)
+
+    def sample_fn(self, config, objective, info, batch_size: int):
+        """``(fn, args)``: the config's sampler as one function for ahead-of-time
+        compilation (``bench/aot.py``). ``fn(params, key, x_init, *rest)`` draws
+        ``batch_size`` samples starting from ``x_init``; ``args = (x_init, *rest)`` are example
+        arrays of those inputs, each with a leading batch axis (so they can be split over the
+        ``data`` mesh axis)."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- the launchers
     def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:

@@ -2,8 +2,8 @@ r"""The Gaussian task: diffusion and flows on points (toy 2-D sets) and images.
 
 Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...}.py``)::
 
-    data.name (toy sets, "digits", TFDS images), .dequantize, .random_flip
-    model.name ("mlp" | "unet"), its widths, model.class_conditional
+    data.name (toy sets, "digits", TFDS images, "imagenet256_latents"), .dequantize, .random_flip
+    model.name ("mlp" | "unet" | "dit"), its widths, model.class_conditional
     diffusion.schedule (+ schedule_kwargs), .prediction, .loss, .weighting (+ weighting_kwargs),
          .t_min (0 = the loss's default), .antithetic, .importance ("" = none), .cond_drop
     sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
@@ -182,13 +182,13 @@ class GaussianTask(Task):
     name = "gaussian"
 
     # ---------------------------------------------------------------- building
-    def build_dataset(self, config, split: str) -> ddata.Dataset:
+    def data_options(self, config) -> dict:
         d = config.data
-        options = {}
-        if d.name not in ddata.toy.NAMES:
-            options = dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
-        return ddata.get_dataset(d.name, split, data_dir=common.opt(d.get("data_dir", "")),
-                                 **options)
+        if d.name in ddata.latents.NAMES:  # no image options; one set to True is refused
+            return {k: True for k in ("dequantize", "random_flip") if d.get(k, False)}
+        if d.name in ddata.toy.NAMES:
+            return {}
+        return dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
 
     def build_model(self, config, info: ddata.DatasetInfo) -> nnx.Module:
         m = config.model
@@ -215,8 +215,16 @@ class GaussianTask(Task):
                 resample_with_conv=bool(m.get("resample_with_conv", True)),
                 scale_shift=bool(m.get("scale_shift", False)),
                 attn_heads=int(m.get("attn_heads", 1)), **kw)
-        raise ValueError(f"model.name must be one of ['mlp', 'unet'] for task 'gaussian' "
-                         f"(the text task takes 'token_transformer'), got {m.name!r}")
+        if m.name == "dit":
+            if len(info.shape) != 3:
+                raise ValueError(f"model.name='dit' needs images or latents (H, W, C); dataset "
+                                 f"{info.name!r} has examples of shape {info.shape}")
+            return models.PatchTransformer(
+                info.shape[-1], image_size=tuple(info.shape[:2]), patch_size=int(m.patch_size),
+                dim=int(m.dim), depth=int(m.depth), heads=int(m.heads),
+                mlp_ratio=float(m.mlp_ratio), **kw)
+        raise ValueError(f"model.name must be one of ['mlp', 'unet', 'dit'] for task "
+                         f"'gaussian' (the text task takes 'token_transformer'), got {m.name!r}")
 
     def build_objective(self, config, model: nnx.Module):
         d = config.diffusion
@@ -227,14 +235,32 @@ class GaussianTask(Task):
             importance=common.opt(d.get("importance", "")),
             cond_drop=float(d.get("cond_drop", 0.0)))
 
+    def sample_fn(self, config, objective, info, batch_size: int):
+        s = config.sample
+        kw = _sampler_kwargs(objective, s.solver, int(s.steps), float(s.t_min),
+                             s.get("grid", ""))
+        shape = (int(batch_size),) + tuple(int(d) for d in info.shape)
+        x_init = np.zeros(shape, np.float32)
+        if not objective.conditional:
+            def fn(params, key, x_init):
+                return diffjax.sample(objective.model_fn(params), key, shape, x_init=x_init,
+                                      **kw)[0]
+            return fn, (x_init,)
+        scale = float(s.get("guidance_scale", 1.0))
+
+        def guided(params, key, x_init, labels):
+            return diffjax.sample(objective.model_fn(params, labels, scale), key, shape,
+                                  x_init=x_init, **kw)[0]
+        return guided, (x_init, np.zeros(shape[:1], np.int32))
+
     def reference(self, config, num: int, seed: int) -> Optional[np.ndarray]:
         """Held-out data to compare ``num`` samples with (original range): exact draws for
         the toy sets, up to 1000 test images for TFDS images, None for digits (their
-        metrics use a classifier instead)."""
+        metrics use a classifier instead) and for latents (no decoder, no metric here)."""
         name = config.data.name
         if name in ddata.toy.NAMES:
             return self.build_dataset(config, "test").as_arrays(num, seed=seed)["x"]
-        if name == "digits":
+        if name == "digits" or name in ddata.latents.NAMES:
             return None
         test = self.build_dataset(config, "test")
         return test.postprocess(test.as_arrays(min(num, 1000))["x"])
@@ -248,7 +274,13 @@ class GaussianTask(Task):
         samples = info.postprocess(x)
         seconds = time.perf_counter() - t0
         reference = self.reference(config, len(samples), seed + 1)
-        quality = metrics.sample_quality(config.data.name, samples, reference)
+        if config.data.name in ddata.latents.NAMES:
+            # Quality needs the VAE decoder (and FID features), which diffjax does not have:
+            # only the moments of the latents (the scale factor makes the data's std about 1).
+            quality = {"num_samples": int(len(samples)), "latent_mean": float(samples.mean()),
+                       "latent_std": float(samples.std())}
+        else:
+            quality = metrics.sample_quality(config.data.name, samples, reference)
         return samples, reference, quality, seconds
 
     # ---------------------------------------------------------------- train
@@ -256,7 +288,11 @@ class GaussianTask(Task):
         config = exp.config
         samples, reference, quality, seconds = self.samples_and_quality(
             config, exp.objective, params, exp.info, int(config.sample.num_samples), seed)
-        if jax.process_index() == 0:
+        if exp.info.name in ddata.latents.NAMES:  # 4-channel latents are not an image
+            logging.info("No samples.png for latents (decoding needs the VAE); draw them with "
+                         "`python -m experiments.sample --workdir=%s` and decode them.",
+                         exp.workdir)
+        elif jax.process_index() == 0:
             path = os.path.join(exp.workdir, "samples.png")
             plots.samples_figure(exp.info, samples, path, data=reference,
                                  title=f"{config.name}: {len(samples)} samples, "
@@ -317,7 +353,7 @@ class GaussianTask(Task):
     # ---------------------------------------------------------------- evaluate
     def _heldout(self, config, num: int, seed: int):
         """``(model-space held-out data, num_bins or None)`` for the likelihood."""
-        if config.data.name in ddata.toy.NAMES:
+        if config.data.name in ddata.toy.NAMES + ddata.latents.NAMES:  # continuous data
             return self.build_dataset(config, "test").as_arrays(num, seed=seed)["x"], None
         with config.unlocked():
             config.data.dequantize = True  # the discrete-data bound needs dequantised data
@@ -343,9 +379,11 @@ class GaussianTask(Task):
                           "steps": int(steps or config.sample.steps),
                           "t_min": float(config.sample.t_min), "seconds": seconds}
         out["sample_quality"] = quality
-        figure = plots.samples_figure(info, samples, os.path.join(workdir, "eval_samples.png"),
-                                      data=reference, title=f"{config.name} step {step}")
-        out["figure"] = os.path.basename(figure)
+        if config.data.name not in ddata.latents.NAMES:  # latents need the VAE to be drawn
+            figure = plots.samples_figure(info, samples,
+                                          os.path.join(workdir, "eval_samples.png"),
+                                          data=reference, title=f"{config.name} step {step}")
+            out["figure"] = os.path.basename(figure)
 
         if nll_examples > 0:
             t0 = time.perf_counter()

@@ -59,7 +59,6 @@ import numpy as np
 from absl import flags, logging
 from flax import nnx
 
-from diffjax import data as ddata
 from diffjax import discrete, models, platform
 from diffjax.data import text as dtext
 from diffjax.training.objectives import DiscreteObjective, make_discrete_objective
@@ -190,10 +189,9 @@ class TextTask(Task):
     name = "text"
 
     # ---------------------------------------------------------------- building
-    def build_dataset(self, config, split: str):
+    def data_options(self, config) -> dict:
         d = config.data
-        return ddata.get_dataset(d.name, split, data_dir=common.opt(d.get("data_dir", "")),
-                                 seq_len=int(d.seq_len), vocab=d.get("vocab", "char"))
+        return dict(seq_len=int(d.seq_len), vocab=d.get("vocab", "char"))
 
     def build_model(self, config, info) -> nnx.Module:
         m = config.model
@@ -217,6 +215,16 @@ class TextTask(Task):
                                        antithetic=bool(d.get("antithetic", True)))
 
     # ---------------------------------------------------------------- train
+    def sample_fn(self, config, objective, info, batch_size: int):
+        settings = _sample_settings(config, objective)
+        shape = (int(batch_size), int(info.shape[0]))
+        free = objective.process.vocab_size  # the id of a position to generate
+
+        def fn(params, key, x_init):
+            return discrete.sample(objective.model_fn(params), key, shape,
+                                   process=objective.process, x_init=x_init, **settings)[0]
+        return fn, (np.full(shape, free, np.int32),)
+
     def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:
         """Samples to ``samples.txt`` and their word statistics."""
         config = exp.config

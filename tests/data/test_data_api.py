@@ -8,7 +8,8 @@ from diffjax.data import toy
 
 def test_names_and_unknown_name():
     assert set(data.NAMES) == set(toy.NAMES) | {
-        "digits", "mnist", "fashion_mnist", "cifar10", "text8", "stdlib_text"}
+        "digits", "mnist", "fashion_mnist", "cifar10", "text8", "stdlib_text",
+        "imagenet256_latents"}
     with pytest.raises(ValueError, match="name must be one of.*stdlib_text"):
         data.get_dataset("imagenet64")
     with pytest.raises(ValueError, match="unknown option.*two_moons"):
