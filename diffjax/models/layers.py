@@ -8,8 +8,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["Attention", "GroupNorm", "group_norm", "apply_rope", "dropout_rngs", "num_groups",
-           "concrete_range"]
+__all__ = ["Attention", "GroupNorm", "LOGICAL_AXES", "axes", "group_norm", "apply_rope",
+           "dropout_rngs", "num_groups", "concrete_range"]
+
+
+LOGICAL_AXES = "logical_axes"
+"""Name of the parameter metadata that holds a parameter's logical axis names: one name (or
+None) per dimension, e.g. ``("embed", "mlp")`` for an MLP's first kernel. Models only name
+their axes; the training layer maps names to mesh axes
+(``diffjax.training.sharding.LOGICAL_RULES``: ``"heads"`` and ``"mlp"`` to the ``model``
+axis) and replicates parameters without names."""
+
+
+def axes(*names: str | None) -> dict:
+    """``kernel_metadata=`` / ``bias_metadata=`` for Flax layers: the logical axis names of a
+    parameter, one per dimension."""
+    return {LOGICAL_AXES: tuple(names)}
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -36,6 +50,11 @@ class Attention(nnx.Module):
     Projections run in the compute ``dtype``; the softmax runs in float32 inside
     ``jax.nn.dot_product_attention``. ``zero_init_out`` zero-initialises the output
     projection (residual branches that start as identity).
+
+    The kernels keep the head axis: ``qkv.kernel`` is ``(D, 3, heads, D/heads)`` and
+    ``out.kernel`` is ``(heads, D/heads, D)``, annotated with the logical axes ``"embed"``,
+    ``"heads"`` and ``"head_dim"`` (see :data:`LOGICAL_AXES`), so a ``model`` mesh axis can
+    split whole heads (Megatron-style: column-parallel ``qkv``, row-parallel ``out``).
     """
 
     def __init__(
@@ -57,22 +76,30 @@ class Attention(nnx.Module):
                 f"gives {dim // heads}."
             )
         self.dim, self.heads, self.rope = dim, heads, rope
+        dh = dim // heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.qkv = nnx.Linear(dim, 3 * dim, **kw)
+        # fan-in = D for both, as for a (D, 3D) / (D, D) dense kernel.
+        self.qkv = nnx.Einsum(
+            "bld,dthk->blthk", (dim, 3, heads, dh), (3, heads, dh),
+            kernel_init=nnx.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3)),
+            kernel_metadata=axes("embed", None, "heads", "head_dim"),
+            bias_metadata=axes(None, "heads", "head_dim"), **kw)
         out_init = (
-            nnx.initializers.zeros_init() if zero_init_out else nnx.initializers.lecun_normal()
+            nnx.initializers.zeros_init() if zero_init_out
+            else nnx.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
         )
-        self.out = nnx.Linear(dim, dim, kernel_init=out_init, **kw)
+        self.out = nnx.Einsum("blhk,hkd->bld", (heads, dh, dim), (dim,), kernel_init=out_init,
+                              kernel_metadata=axes("heads", "head_dim", "embed"),
+                              bias_metadata=axes("embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, length, _ = x.shape
-        qkv = self.qkv(x).reshape(b, length, 3, self.heads, self.dim // self.heads)
+        length = x.shape[1]
+        qkv = self.qkv(x)  # (B, L, 3, heads, D/heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.rope:
             pos = jnp.arange(length)
             q, k = apply_rope(q, pos), apply_rope(k, pos)
-        o = jax.nn.dot_product_attention(q, k, v)
-        return self.out(o.reshape(b, length, self.dim))
+        return self.out(jax.nn.dot_product_attention(q, k, v))
 
 
 def _group_mean(v, groups):

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from diffjax.models.embeddings import AdaLNModulation, Conditioning, modulate
-from diffjax.models.layers import Attention, concrete_range, dropout_rngs
+from diffjax.models.layers import Attention, axes, concrete_range, dropout_rngs
 
 __all__ = [
     "DiTBlock", "FinalLayer", "DiTBackbone", "TokenTransformer", "PatchTransformer",
@@ -50,8 +50,11 @@ class DiTBlock(nnx.Module):
         self.attn = Attention(dim, heads, rope=rope, **kw)
         self.norm2 = _layer_norm(dim, rngs)
         hidden = int(dim * mlp_ratio)
-        self.fc1 = nnx.Linear(dim, hidden, **kw)
-        self.fc2 = nnx.Linear(hidden, dim, **kw)
+        # Column-parallel fc1, row-parallel fc2 over a `model` mesh axis ("mlp").
+        self.fc1 = nnx.Linear(dim, hidden, kernel_metadata=axes("embed", "mlp"),
+                              bias_metadata=axes("mlp"), **kw)
+        self.fc2 = nnx.Linear(hidden, dim, kernel_metadata=axes("mlp", "embed"),
+                              bias_metadata=axes("embed"), **kw)
         self.ada = AdaLNModulation(cond_dim, dim, 6, param_dtype=param_dtype, rngs=rngs)
         self.drop = nnx.Dropout(dropout)
 

@@ -1,10 +1,21 @@
 """Device meshes, shardings and multi-host input feeding.
 
-One mesh axis, ``data``: the global batch is split along its leading dimension over
-``data``; parameters (and everything else in the train state) are replicated, or, with
-FSDP, large arrays are split along ``data`` on their largest divisible dimension. The same
-code runs on one CPU, 8 simulated CPU devices, a GPU node or a multi-host TPU pod: jit over
-a `jax.sharding.Mesh` with `NamedSharding`, never `pmap`.
+Two mesh axes:
+
+* ``data``: the global batch is split along its leading dimension over ``data``; the train
+  state is replicated over it, or, with FSDP, arrays of at least ``fsdp_min_size`` elements
+  are split along ``data`` on their largest divisible dimension (gathered inside the step).
+* ``model`` (optional, size 1 when absent): tensor parallelism for Transformers. Models
+  name the axes of their parameters (``logical_axes`` metadata, e.g. ``("embed", "mlp")``
+  on an MLP's first kernel, see ``diffjax.models.layers.axes``) and :data:`LOGICAL_RULES`
+  maps names to mesh axes: attention heads and MLP hidden units are split over ``model``
+  (Megatron-style column/row parallelism; XLA inserts the all-reduces). Parameters without
+  names are replicated over ``model``.
+
+Parameters, EMA parameters and the optimizer's moments of one parameter carry the same
+metadata and shape, so they get the same layout. The same code runs on one CPU, 8 simulated
+CPU devices, a GPU node or a multi-host TPU pod: jit over a `jax.sharding.Mesh` with
+`NamedSharding`, never `pmap`. ``make_mesh(shape="data:4,model:2")`` builds the 2-D mesh.
 
 Multi-host: call `maybe_initialize_distributed(True)` first; each process then reads only
 its own share of the data (``global_batch // jax.process_count()`` examples) and
@@ -12,7 +23,7 @@ its own share of the data (``global_batch // jax.process_count()`` examples) and
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -20,13 +31,23 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
+MESH_AXES = (DATA_AXIS, MODEL_AXIS)
+LOGICAL_AXES = "logical_axes"  # the parameter metadata naming each dimension
+LOGICAL_RULES: Mapping[str, str] = {"heads": MODEL_AXIS, "mlp": MODEL_AXIS}
+"""Logical axis name -> mesh axis. Names not listed (``"embed"``, ``"head_dim"``, ...) are
+not split by name (FSDP may still split them over ``data``)."""
 
 __all__ = [
     "DATA_AXIS",
+    "MODEL_AXIS",
+    "LOGICAL_RULES",
+    "parse_mesh_shape",
     "make_mesh",
     "replicated",
     "batch_sharding",
     "fsdp_spec",
+    "param_spec",
     "state_shardings",
     "with_shardings",
     "shard_batch",
@@ -35,14 +56,54 @@ __all__ = [
 ]
 
 
+def parse_mesh_shape(shape: Union[str, Mapping[str, int]]) -> dict[str, int]:
+    """``"data:4,model:2"`` (or a mapping) -> ``{"data": 4, "model": 2}``, validated: axis
+    names from ``("data", "model")``, each at most once, sizes positive ints, ``data``
+    required."""
+    if isinstance(shape, str):
+        out = {}
+        for part in filter(None, (p.strip() for p in shape.split(","))):
+            name, sep, size = part.partition(":")
+            name = name.strip()
+            if not sep or not size.strip().isdigit():
+                raise ValueError(f"mesh shape must look like 'data:4,model:2'; got {shape!r}")
+            if name in out:
+                raise ValueError(f"mesh shape names axis {name!r} twice: {shape!r}")
+            out[name] = int(size)
+    else:
+        out = {str(k): v for k, v in dict(shape).items()}
+    for name, size in out.items():
+        if name not in MESH_AXES:
+            raise ValueError(f"mesh axis {name!r} is not one of {MESH_AXES} (in {shape!r})")
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"mesh axis {name!r} needs a positive int size; got {size!r}")
+    if DATA_AXIS not in out:
+        raise ValueError(f"mesh shape {shape!r} has no {DATA_AXIS!r} axis")
+    return {name: int(out[name]) for name in MESH_AXES if name in out}
+
+
 def make_mesh(num_devices: Optional[int] = None, *, axis_name: str = DATA_AXIS,
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """A 1-D mesh named ``axis_name`` over the first ``num_devices`` devices (all by default).
+              devices: Optional[Sequence[jax.Device]] = None,
+              shape: Union[str, Mapping[str, int], None] = None) -> Mesh:
+    """A 1-D mesh named ``axis_name`` over the first ``num_devices`` devices (all by
+    default), or, with ``shape`` (e.g. ``"data:4,model:2"``, see `parse_mesh_shape`), a mesh
+    with those axes over the first ``prod(sizes)`` devices.
 
     Axes are `AxisType.Auto` (jax >= 0.7 defaults `jax.make_mesh` to Explicit axes, which
-    would change the typing rules of every array in the train step).
+    would change the typing rules of every array in the train step). ``devices`` may be
+    abstract (e.g. from a TPU topology description, for compiling without the chips).
     """
     devices = list(jax.devices() if devices is None else devices)
+    if shape is not None and str(shape) != "":
+        if num_devices is not None:
+            raise ValueError("pass num_devices or shape, not both")
+        sizes = parse_mesh_shape(shape)
+        n = int(np.prod(list(sizes.values())))
+        if n > len(devices):
+            raise ValueError(f"mesh shape {shape!r} needs {n} devices; {len(devices)} "
+                             f"available")
+        return Mesh(np.asarray(devices[:n], dtype=object).reshape(tuple(sizes.values())),
+                    tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes))
     if num_devices is None:
         num_devices = len(devices)
     if not isinstance(num_devices, (int, np.integer)) or not 1 <= num_devices <= len(devices):
@@ -82,26 +143,76 @@ def fsdp_spec(shape: Sequence[int], num_shards: int, *, min_size: int,
     return P(*([None] * best + [axis_name]))
 
 
-def state_shardings(tree: Any, mesh: Mesh, *, fsdp: bool = False, fsdp_min_size: int = 2**18,
-                    axis_name: str = DATA_AXIS) -> Any:
-    """A pytree of `NamedSharding` matching ``tree`` (arrays or `jax.ShapeDtypeStruct`).
+def _logical_axes(leaf: Any) -> Optional[tuple]:
+    get = getattr(leaf, "get_metadata", None)  # an nnx.Variable (Param, optimizer moment)
+    return get().get(LOGICAL_AXES) if callable(get) else None
 
-    Replicated everywhere unless ``fsdp``: then every leaf with at least ``fsdp_min_size``
-    elements is split along ``axis_name`` on its largest divisible dimension. The rule
-    depends on the leaf's shape only, so parameters, EMA parameters and the optimizer's
+
+def param_spec(shape: Sequence[int], mesh: Mesh, *, logical_axes: Optional[Sequence] = None,
+               fsdp: bool = False, fsdp_min_size: int = 2**18, axis_name: str = DATA_AXIS,
+               rules: Mapping[str, str] = LOGICAL_RULES, name: str = "a parameter") -> P:
+    """The PartitionSpec of one state array: its named dimensions on the mesh axes
+    ``rules`` gives them (when the mesh has that axis with size > 1), then, with ``fsdp``,
+    the largest remaining dimension divisible by the ``axis_name`` size over that axis
+    (arrays of at least ``fsdp_min_size`` elements).
+
+    Raises:
+      ValueError: a named dimension does not divide by its mesh axis (e.g. 6 heads on a
+        ``model`` axis of 4), or ``logical_axes`` has the wrong length.
+    """
+    shape = tuple(int(d) for d in shape)
+    spec: list = [None] * len(shape)
+    if logical_axes is not None:
+        if len(logical_axes) != len(shape):
+            raise ValueError(f"{name}: logical axes {tuple(logical_axes)} do not match its "
+                             f"shape {shape}")
+        for i, logical in enumerate(logical_axes):
+            axis = rules.get(logical) if logical is not None else None
+            if axis is None or mesh.shape.get(axis, 1) == 1:
+                continue
+            if shape[i] % mesh.shape[axis]:
+                raise ValueError(
+                    f"{name}: dimension {i} ({logical!r}, size {shape[i]}) is not divisible "
+                    f"by the {axis!r} mesh axis of size {mesh.shape[axis]}; choose a mesh "
+                    f"whose {axis!r} size divides it")
+            spec[i] = axis
+    n = mesh.shape.get(axis_name, 1)
+    if fsdp and n > 1 and int(np.prod(shape, dtype=np.int64)) >= fsdp_min_size:
+        free = [i for i in range(len(shape)) if spec[i] is None and shape[i] % n == 0
+                and shape[i] >= n]
+        if free:
+            spec[max(free, key=lambda i: (shape[i], -i))] = axis_name
+    while spec and spec[-1] is None:
+        spec.pop()
+    return P(*spec)
+
+
+def state_shardings(tree: Any, mesh: Mesh, *, fsdp: bool = False, fsdp_min_size: int = 2**18,
+                    axis_name: str = DATA_AXIS,
+                    rules: Mapping[str, str] = LOGICAL_RULES) -> Any:
+    """A pytree of `NamedSharding` matching ``tree`` (arrays or `jax.ShapeDtypeStruct`,
+    possibly inside ``nnx.Variable``s carrying ``logical_axes`` metadata); see `param_spec`.
+
+    Without FSDP and without a ``model`` axis everything is replicated. The rule depends on
+    the leaf's metadata and shape only, so parameters, EMA parameters and the optimizer's
     moment estimates of one parameter all get the same layout.
     """
     if fsdp_min_size < 0:
         raise ValueError(f"fsdp_min_size must be >= 0, got {fsdp_min_size!r}")
-    n = mesh.shape[axis_name]
 
-    def one(x):
-        if not fsdp:
-            return replicated(mesh)
-        return NamedSharding(mesh, fsdp_spec(np.shape(x), n, min_size=fsdp_min_size,
-                                             axis_name=axis_name))
+    def is_variable(x):
+        return callable(getattr(x, "get_metadata", None)) and hasattr(x, "replace")
 
-    return jax.tree.map(one, tree)
+    def one(path, x):
+        logical = _logical_axes(x)
+        value = x.get_value() if is_variable(x) else x
+        spec = param_spec(np.shape(value), mesh, logical_axes=logical, fsdp=fsdp,
+                          fsdp_min_size=fsdp_min_size, axis_name=axis_name, rules=rules,
+                          name=jax.tree_util.keystr(path))
+        sharding = NamedSharding(mesh, spec)
+        return x.replace(sharding) if is_variable(x) else sharding
+
+    return jax.tree_util.tree_map_with_path(one, tree, is_leaf=is_variable)
 
 
 def with_shardings(tree: Any, shardings: Any) -> Any:

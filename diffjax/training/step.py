@@ -117,13 +117,30 @@ class TrainStep:
             lambda x: shd.batch_sharding(self.mesh, np.ndim(x), axis_name=self.axis_name), batch)
 
     # ------------------------------------------------------------------ the step
+    def _like_params(self, tree):
+        """``tree`` (gradients) laid out as the parameters: with FSDP the cross-device sum
+        of the gradients then lands directly in shards (a reduce-scatter), not in a full
+        all-reduced copy per device that is sliced afterwards."""
+        return jax.lax.with_sharding_constraint(tree, self.state_shardings(tree))
+
+    def _gathered(self, params):
+        """With FSDP: ``params`` gathered over the ``data`` axis (kept split over ``model``)
+        for the forward and backward pass, so that each device computes on its own
+        examples; without FSDP ``params`` as they are."""
+        if not self.fsdp:
+            return params
+        return jax.lax.with_sharding_constraint(
+            params, shd.state_shardings(params, self.mesh, fsdp=False,
+                                        axis_name=self.axis_name))
+
     def _grads(self, params, batch, key, in_loop: bool = False):
         num = self.grad_accum
         loss_fn = self._loop_loss_fn if (in_loop or num > 1) else self.loss_fn
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        params = self._gathered(params)
         if num == 1:
             (loss, metrics), grads = grad_fn(params, batch, key)
-            return loss, metrics, grads
+            return loss, metrics, self._like_params(grads)
         for x in jax.tree.leaves(batch):
             if np.ndim(x) and x.shape[0] % num:
                 raise ValueError(f"batch size {x.shape[0]} must be divisible by "
@@ -135,10 +152,11 @@ class TrainStep:
         def body(acc, inputs):
             j, mb = inputs
             (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+            grads = self._like_params(grads)
             acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
             return acc, (loss, metrics)
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
+        zeros = self._like_params(jax.tree.map(jnp.zeros_like, params))
         grads, (losses, metrics) = jax.lax.scan(body, zeros, (jnp.arange(num), micro))
         grads = jax.tree.map(lambda g: g / num, grads)
         return jnp.mean(losses), jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), grads

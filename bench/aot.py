@@ -1,0 +1,185 @@
+r"""Compile a config's train step and sampler for a TPU slice that is not attached; report
+cost, memory and collectives (`diffjax.training.aot`).
+
+    python bench/aot.py --config=experiments/configs/cifar10.py --topology=v5e:2x2 --json=/tmp/a.json
+    python bench/aot.py --config=experiments/configs/dit_xl2.py --topology=v5e:4x4 --fsdp
+    python bench/aot.py --config=experiments/configs/dit_b2.py --topology=v5p:2x2x4 \
+        --mesh=data:8,model:2 --batch=256
+    python bench/aot.py --config=dit_b2 ... --config.model.depth=2   # overrides as the launchers
+
+``--config`` takes the launchers' config paths (or a bare name from ``experiments/configs``)
+and their ``--config.X=Y`` overrides. Nothing is allocated: the model, the train state and the
+batch exist as shapes only, laid out on a mesh of the topology's abstract chips (``--mesh``,
+default ``data:<all chips>``; ``--fsdp`` shards the state over ``data``). The train step is the
+launchers' (``experiments.common.build_train_step``: bf16 as configured, EMA, clipping,
+``grad_accum``); the sampler is the config's (solver and steps, classifier-free guidance for
+class-conditional models) on ``sample.batch_size`` examples per ``data`` shard.
+
+Prints one row for the train step and one for the sampler, writes ``--json`` with the keys
+``config, topology, chips, params, global_batch, flops_per_step, est_step_seconds,
+estimate_source, est_mfu, hbm_per_chip_bytes, hbm_capacity_bytes, compile_seconds,
+collectives`` and the same under ``sampler``, and appends both rows to ``bench/RESULTS.md``
+(``--norecord`` to skip). A program that does not fit the chip's HBM is reported as such.
+Needs libtpu (``pip install -e '.[tpu]'``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; no TPU is attached
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import results as bench_results  # noqa: E402  (bench/results.py)
+from diffjax import training  # noqa: E402
+from diffjax.training import aot  # noqa: E402
+from diffjax.training import sharding as shd  # noqa: E402
+from experiments import common, tasks  # noqa: E402
+
+KEYS = ("config", "topology", "chips", "params", "global_batch", "flops_per_step",
+        "est_step_seconds", "estimate_source", "est_mfu", "hbm_per_chip_bytes",
+        "hbm_capacity_bytes", "compile_seconds", "collectives")
+
+
+def resolve_config_path(argv: list[str]) -> list[str]:
+    """``--config=dit_b2`` -> ``--config=<repo>/experiments/configs/dit_b2.py``."""
+    out = []
+    for a in argv:
+        if a.startswith("--config=") and not os.path.exists(a.split("=", 1)[1]):
+            name = a.split("=", 1)[1]
+            path = os.path.join(REPO, "experiments", "configs", name + ".py")
+            if os.path.exists(path):
+                a = "--config=" + path
+        out.append(a)
+    return out
+
+
+def _abstract_batch(info, global_batch: int, sharding_fn) -> dict:
+    batch = {"x": jax.ShapeDtypeStruct((global_batch,) + tuple(info.shape), np.dtype(info.dtype))}
+    if info.num_classes:
+        batch["label"] = jax.ShapeDtypeStruct((global_batch,), np.dtype(np.int32))
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding_fn(v))
+            for k, v in batch.items()}
+
+
+def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
+            sampler: bool = True, devices=None) -> dict:
+    """The report of ``config`` on ``topology`` (see the module docstring), as a dict with
+    :data:`KEYS` (``config`` is ``config.name``) and ``sampler``. ``devices`` replaces the
+    topology's chips (e.g. CPU devices in tests); the chip table entry still comes from
+    ``topology``."""
+    chip = aot.chip_for(topology)
+    devices = aot.topology_devices(topology) if devices is None else list(devices)
+    the_mesh = (training.make_mesh(shape=mesh, devices=devices) if mesh
+                else training.make_mesh(devices=devices))
+    chips = the_mesh.size
+    task = tasks.get(config)
+    info = task.dataset_info(config)
+    model = nnx.eval_shape(lambda: task.build_model(config, info))
+    objective, params = task.build_objective(config, model)
+    num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    optimizer, schedule = common.build_optimizer(config)
+    step = common.build_train_step(config, objective, optimizer, the_mesh,
+                                   learning_rate_fn=schedule, fsdp=fsdp)
+    shapes = jax.eval_shape(lambda p: training.create_train_state(p, optimizer, rng=0), params)
+    state = step.abstract_state(shapes)
+    global_batch = int(batch or config.data.batch_size)
+    data_batch = _abstract_batch(
+        info, global_batch, lambda v: shd.batch_sharding(the_mesh, len(v.shape)))
+    train = aot.compile_and_analyze(step.jitted(state, data_batch), state, data_batch,
+                                    chip=chip, chips=chips)
+    out = {"config": config.name, "topology": topology, "params": num_params,
+           "global_batch": global_batch, **train.as_dict()}
+    extra = {"train": train}
+    if sampler:
+        per_shard = int(config.sample.batch_size)
+        sample_batch = per_shard * the_mesh.shape[shd.DATA_AXIS]
+        fn, args = task.sample_fn(config, objective, info, sample_batch)
+        param_sh = step.state_shardings(state).ema_params
+        arg_sh = tuple(shd.batch_sharding(the_mesh, np.ndim(a)) for a in args)
+        jitted = jax.jit(fn, in_shardings=(param_sh, shd.replicated(the_mesh)) + arg_sh,
+                         out_shardings=shd.batch_sharding(the_mesh, len(args[0].shape)))
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        abstract_args = tuple(jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
+                              for a in args)
+        rep = aot.compile_and_analyze(jitted, state.ema_params, key, *abstract_args,
+                                      chip=chip, chips=chips)
+        out["sampler"] = {"config": config.name, "topology": topology, "params": num_params,
+                          "global_batch": sample_batch, **rep.as_dict()}
+        extra["sampler"] = rep
+    return out, extra
+
+
+def _gib(b):
+    return "-" if b is None else f"{b / 2**30:.2f}"
+
+
+def row(name: str, r: dict, report) -> str:
+    """One table row: what ran, flops, the estimate and its source, MFU, HBM, compile time."""
+    if not report.fits and report.est_step_seconds is None:
+        return (f"{name}: DOES NOT FIT: the compiler refused it "
+                f"(needs {_gib(report.hbm_per_chip_bytes)} of {_gib(r['hbm_capacity_bytes'])} "
+                f"GiB per chip) -- {report.error.splitlines()[0][:200]}")
+    fit = "fits" if report.fits else "DOES NOT FIT"
+    colls = ", ".join(f"{k} {v}" for k, v in r["collectives"].items()) or "none"
+    return (f"{name}: {r['params'] / 1e6:.1f}M params, batch {r['global_batch']}, "
+            f"{r['flops_per_step'] / 1e12:.3f} TFLOP/step, est {r['est_step_seconds'] * 1e3:.2f}"
+            f" ms ({r['estimate_source']}; roofline {report.roofline_seconds * 1e3:.2f} ms), "
+            f"MFU {100 * r['est_mfu']:.1f}%, HBM {_gib(r['hbm_per_chip_bytes'])}/"
+            f"{_gib(r['hbm_capacity_bytes'])} GiB per chip ({fit}), compile "
+            f"{r['compile_seconds']:.0f} s, collectives: {colls}")
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "Config file (as the launchers').",
+                                    lock_config=True)
+    flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:4x4, v5p:2x2x4.")
+    flags.DEFINE_string("mesh", "", "Mesh shape, e.g. data:8,model:2 (default: data over all "
+                        "chips).")
+    flags.DEFINE_bool("fsdp", None, "Shard the train state over data (default: train.fsdp).")
+    flags.DEFINE_integer("batch", 0, "Global train batch (default: data.batch_size).")
+    flags.DEFINE_bool("sampler", True, "Also compile the sampler.")
+    flags.DEFINE_string("json", "", "Write the report here.")
+    flags.DEFINE_bool("record", True, "Append the rows to bench/RESULTS.md.")
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    if config is None:
+        raise app.UsageError("--config is required (e.g. --config=experiments/configs/dit_b2.py)")
+    out, reports = analyze(config, FLAGS.topology, mesh=FLAGS.mesh, fsdp=FLAGS.fsdp,
+                           batch=FLAGS.batch, sampler=FLAGS.sampler)
+    mesh = FLAGS.mesh or f"data:{out['chips']}"
+    fsdp = config.train.fsdp if FLAGS.fsdp is None else FLAGS.fsdp
+    label = f"{config.name} on {FLAGS.topology} [{mesh}{', fsdp' if fsdp else ''}]"
+    lines = [row(f"{label} train step", out, reports["train"])]
+    if "sampler" in out:
+        s = config.sample
+        lines.append(row(f"{label} sampler ({s.get('solver', '') or 'default'}, {s.steps} "
+                         f"steps)", out["sampler"], reports["sampler"]))
+    for line in lines:
+        print(line)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(out, f, indent=2)
+    if FLAGS.record:
+        bench_results.record("aot", " // ".join(lines))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, argv=resolve_config_path(sys.argv))
