@@ -153,6 +153,9 @@ def define_flags():
     flags.DEFINE_integer("batch", 0, "Global train batch (default: data.batch_size).")
     flags.DEFINE_bool("sampler", True, "Also compile the sampler.")
     flags.DEFINE_string("json", "", "Write the report here.")
+    flags.DEFINE_integer("top", 0, "Also print the N costliest source ops of each program "
+                         "(the compiler's cycle estimates, loop bodies times their trips).")
+    flags.DEFINE_string("hlo_dir", "", "Write the compiled HLO text of each program here.")
     flags.DEFINE_bool("record", True, "Append the rows to bench/RESULTS.md.")
 
 
@@ -173,6 +176,16 @@ def main(argv):
                          f"steps)", out["sampler"], reports["sampler"]))
     for line in lines:
         print(line)
+    for what, report in reports.items():
+        if FLAGS.hlo_dir and report.hlo:
+            os.makedirs(FLAGS.hlo_dir, exist_ok=True)
+            with open(os.path.join(FLAGS.hlo_dir, f"{config.name}_{what}.hlo"), "w") as f:
+                f.write(report.hlo)
+        if FLAGS.top and report.hlo and report.est_step_seconds:
+            cycles = aot.hlo_cycles(report.hlo) or 1
+            print(f"  costliest ops of the {what} program (share of the compiler's cycles):")
+            for c, op in aot.top_instructions(report.hlo, FLAGS.top):
+                print(f"    {100 * c / cycles:5.1f}%  {op}")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -19,11 +19,12 @@ without owning it, and the real XLA:TPU compiler runs on the host CPU::
   counted once per iteration of their known trip count) divided by the chip's clock
   (``"xla_cycles"``). ``cost_analysis()["optimal_seconds"]`` is used only where there are no
   cycle counts and it is positive (``"xla_cost"``; it comes back negative for real train
-  steps). Either is cross-checked against the roofline bound max(flops / peak, bytes
-  accessed / HBM bandwidth), which no step can beat: an estimate below the bound is
-  replaced by the bound (``"roofline"``). Collectives carry no cycle counts, so the
-  estimate leaves communication out: read it as the step time when communication overlaps
-  compute;
+  steps), else the roofline bound max(flops / peak, bytes accessed / HBM bandwidth)
+  (``"roofline"``). The roofline is printed beside the estimate as a cross-check; only its
+  compute half is a hard bound (XLA's "bytes accessed" counts every fusion's operands and
+  can exceed the real HBM traffic), so an estimate faster than flops / peak is replaced by
+  it (``"roofline"``). Collectives carry no cycle counts, so the estimate leaves
+  communication out: read it as the step time when communication overlaps compute;
 * ``est_mfu`` = flops_per_step / (est_step_seconds * chips * peak bf16 FLOP/s);
 * ``hbm_per_chip_bytes``: arguments + outputs + temporaries - aliased (donated) buffers +
   code, from ``memory_analysis()``; with donation the outputs alias the inputs, so this is
@@ -51,7 +52,7 @@ import numpy as np
 
 __all__ = [
     "Chip", "CHIPS", "chip_for", "topology_devices", "compile_and_analyze", "hlo_cycles",
-    "count_collectives", "hlo_dtypes", "Report",
+    "count_collectives", "hlo_dtypes", "top_instructions", "Report",
 ]
 
 GIB = 2**30
@@ -157,14 +158,32 @@ def _computations(hlo: str) -> tuple[dict[str, list[str]], Optional[str]]:
 
 def hlo_cycles(hlo: str) -> int:
     """The TPU compiler's estimated cycles of one run of the entry computation: the sum of
-    ``estimated_cycles`` over its instructions, a ``while`` loop counting its body
+    ``estimated_cycles`` over its instructions, a ``while`` loop counting its body its
     trip count times, calls their callee, conditionals their most expensive branch. The trip
     count is the compiler's ``known_trip_count``, else the bound ``N`` of a condition
     ``i < N`` (a counted loop from 0, as `lax.scan` and `lax.fori_loop` compile), else 1
     (a data-dependent loop, e.g. an adaptive solver). 0 where the compiler writes no
     estimates (CPU, GPU)."""
+    return sum(cycles for cycles, _ in _costed_instructions(hlo))
+
+
+def top_instructions(hlo: str, n: int = 10) -> list[tuple[int, str]]:
+    """The ``n`` costliest ``(cycles, what)`` of :func:`hlo_cycles`'s sum, ``what`` being the
+    instruction's source op (its ``op_name`` metadata) or HLO text; a loop body's instruction
+    counts once per trip. Where the time goes, by the compiler's account."""
+    by_op: dict[str, int] = {}
+    for cycles, what in _costed_instructions(hlo):
+        by_op[what] = by_op.get(what, 0) + cycles
+    return sorted(((c, w) for w, c in by_op.items()), reverse=True)[:n]
+
+
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def _costed_instructions(hlo: str):
+    """``(cycles x trips, op)`` for every instruction with a cycle estimate reachable from
+    the entry computation."""
     comps, entry = _computations(hlo)
-    memo: dict[str, int] = {}
 
     def trips(line: str, condition: str) -> int:
         known = _TRIP.search(line)
@@ -177,29 +196,29 @@ def hlo_cycles(hlo: str) -> int:
                 return int(constants[m.group(1)])
         return 1
 
-    def cycles(name: str, depth: int = 0) -> int:
-        if name in memo or depth > 64 or name not in comps:
-            return memo.get(name, 0)
-        total = 0
+    def walk(name: str, times: int, depth: int):
+        if depth > 64 or name not in comps:
+            return
         for line in comps[name]:
             m = _CYCLES.search(line)
             if m:
-                total += int(m.group(1))
+                op = _OP_NAME.search(line)
+                yield int(m.group(1)) * times, (op.group(1) if op else line.strip()[:80])
             w = _WHILE.search(line)
             if w:
-                total += trips(line, w.group(1)) * cycles(w.group(2), depth + 1)
+                yield from walk(w.group(2), times * trips(line, w.group(1)), depth + 1)
                 continue
             c = _CALL.search(line)
             if c and not m:
-                total += cycles(c.group(1), depth + 1)
+                yield from walk(c.group(1), times, depth + 1)
             b = _BRANCHES.search(line)
             if b:
                 names = [s.strip().lstrip("%") for s in b.group(1).split(",") if s.strip()]
-                total += max((cycles(n, depth + 1) for n in names), default=0)
-        memo[name] = total
-        return total
+                costs = {n: sum(c for c, _ in walk(n, times, depth + 1)) for n in names}
+                if costs:
+                    yield from walk(max(costs, key=costs.get), times, depth + 1)
 
-    return cycles(entry) if entry else 0
+    return list(walk(entry, 1, 0)) if entry else []
 
 
 def count_collectives(hlo: str) -> dict[str, int]:
@@ -299,8 +318,8 @@ def compile_and_analyze(jitted: Callable, *args: Any, chip: Chip, chips: int) ->
         est, source = optimal, "xla_cost"
     else:
         est, source = roofline, "roofline"
-    if est < roofline:
-        est, source = roofline, "roofline"
+    if est < flops / chip.peak_flops:
+        est, source = flops / chip.peak_flops, "roofline"
     mem = compiled.memory_analysis()
     hbm = None
     if mem is not None:

@@ -125,17 +125,20 @@ def batch_sharding(mesh: Mesh, ndim: int = 1, *, axis_name: str = DATA_AXIS) -> 
 
 
 def fsdp_spec(shape: Sequence[int], num_shards: int, *, min_size: int,
-              axis_name: str = DATA_AXIS) -> P:
-    """PartitionSpec sharding ``shape`` on its largest dimension divisible by ``num_shards``.
+              axis_name: str = DATA_AXIS, taken: Sequence[int] = ()) -> P:
+    """PartitionSpec sharding ``shape`` on its largest dimension divisible by ``num_shards``
+    (dimensions in ``taken``, already split over another mesh axis, are not candidates).
 
     Arrays with fewer than ``min_size`` elements, or without a divisible dimension, are
     replicated (``P()``). Ties go to the earliest dimension.
     """
-    size = int(np.prod(shape)) if len(shape) else 1
+    size = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
     if num_shards <= 1 or size < min_size:
         return P()
     best = None
     for i, d in enumerate(shape):
+        if i in taken:
+            continue
         if d % num_shards == 0 and d >= num_shards and (best is None or d > shape[best]):
             best = i
     if best is None:
@@ -176,12 +179,12 @@ def param_spec(shape: Sequence[int], mesh: Mesh, *, logical_axes: Optional[Seque
                     f"by the {axis!r} mesh axis of size {mesh.shape[axis]}; choose a mesh "
                     f"whose {axis!r} size divides it")
             spec[i] = axis
-    n = mesh.shape.get(axis_name, 1)
-    if fsdp and n > 1 and int(np.prod(shape, dtype=np.int64)) >= fsdp_min_size:
-        free = [i for i in range(len(shape)) if spec[i] is None and shape[i] % n == 0
-                and shape[i] >= n]
-        if free:
-            spec[max(free, key=lambda i: (shape[i], -i))] = axis_name
+    if fsdp:
+        data = fsdp_spec(shape, mesh.shape.get(axis_name, 1), min_size=fsdp_min_size,
+                         axis_name=axis_name,
+                         taken=[i for i, a in enumerate(spec) if a is not None])
+        if len(data):
+            spec[len(data) - 1] = axis_name
     while spec and spec[-1] is None:
         spec.pop()
     return P(*spec)
