@@ -249,12 +249,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     Args:
       loss_fn: ``(params, batch, key) -> (loss, metrics)``, pure.
       optimizer: an optax transformation over ``params`` (e.g. `make_optimizer`).
-      mesh: device mesh with a ``axis_name`` axis; the batch is split over it.
+      mesh: device mesh with a ``axis_name`` axis; the batch is split over it. A ``model``
+        axis, if present, splits the parameters their ``logical_axes`` metadata names
+        (`diffjax.training.sharding.LOGICAL_RULES`).
       ema_decay: EMA decay; with ``ema_warmup`` the decay at step t is
         ``min(ema_decay, (1 + t) / (10 + t))``.
       grad_accum: number of micro-batches per step (the batch size must be divisible).
       fsdp: shard state arrays of at least ``fsdp_min_size`` elements along the data axis
-        on their largest divisible dimension (parameters are gathered inside the step).
+        on their largest divisible dimension; inside the step the parameters are gathered
+        for the forward and backward pass and the gradients reduce-scattered into shards.
       learning_rate_fn: the optimizer's schedule, only for the ``learning_rate`` metric.
       donate: donate the input state's buffers (do not reuse a state after passing it in).
       compiler_options: XLA options for the step's compilation. ``"auto"``:

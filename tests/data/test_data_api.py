@@ -54,3 +54,28 @@ def test_digits_metadata_and_eval_arrays():
     np.testing.assert_array_equal(arrays["label"], labels)
     with pytest.raises(TypeError, match="iterator"):
         iter(ds)
+
+
+def test_describe_matches_the_dataset_without_reading_it(tmp_path):
+    """`describe` (for compiling configs whose data is elsewhere) gives the metadata the
+    dataset itself reports: shapes, dtypes, classes, vocabularies and ranges."""
+    from diffjax.data import latents
+
+    rng = np.random.default_rng(0)
+    latents.write_latents(tmp_path, "imagenet256_latents", "train",
+                          rng.standard_normal((3, 32, 32, 4)).astype(np.float32), [0, 5, 999])
+    cases = [("two_moons", {}, {}), ("digits", {"dequantize": True}, {}),
+             ("stdlib_text", {"seq_len": 32, "vocab": "byte"}, {}),
+             ("imagenet256_latents", {}, {"data_dir": tmp_path})]
+    for name, options, where in cases:
+        described = data.describe(name, "train", **options)
+        actual = data.get_dataset(name, "train", **where, **options).info
+        for field in ("name", "split", "shape", "dtype", "value_range", "original_range",
+                      "num_classes", "vocab_size"):
+            assert getattr(described, field) == getattr(actual, field), (name, field)
+    # TFDS images: the spec, nothing read (no data_dir holds them here).
+    cifar = data.describe("cifar10", dequantize=True, random_flip=True)
+    assert cifar.shape == (32, 32, 3) and cifar.num_classes == 10
+    assert cifar.original_range == (0, 255) and cifar.num_examples is None
+    with pytest.raises(ValueError, match="unknown option"):
+        data.describe("cifar10", seq_len=3)

@@ -76,6 +76,9 @@ def _check_compiled(report):
     assert report.fits and report.error == ""
     assert report.estimate_source in ("xla_cycles", "roofline")
     assert report.roofline_seconds > 0 and 0 < report.est_mfu <= 1  # est >= flops / peak
+    # MFU as defined: the whole step's flops over (time x chips x the chip's bf16 peak).
+    assert report.est_mfu == pytest.approx(
+        report.flops_per_step / (report.est_step_seconds * report.chips * 197e12), rel=1e-9)
     assert 0 < report.hbm_per_chip_bytes < report.hbm_capacity_bytes == 16 * 2**30
     # No 64-bit types anywhere in the compiled program.
     assert not aot.hlo_dtypes(report.hlo) & {"f64", "s64", "u64", "c128"}
