@@ -13,7 +13,8 @@ batch exist as shapes only, laid out on a mesh of the topology's abstract chips 
 default ``data:<all chips>``; ``--fsdp`` shards the state over ``data``). The train step is the
 launchers' (``experiments.common.build_train_step``: bf16 as configured, EMA, clipping,
 ``grad_accum``); the sampler is the config's (solver and steps, classifier-free guidance for
-class-conditional models) on ``sample.batch_size`` examples per ``data`` shard.
+class-conditional models) on ``sample.batch_size`` examples per ``data`` shard, with the EMA
+parameters whole on every ``data`` shard (gathered once from FSDP shards).
 
 Prints one row for the train step and one for the sampler, writes ``--json`` with the keys
 ``config, topology, chips, params, global_batch, flops_per_step, est_step_seconds,
@@ -73,7 +74,7 @@ def _abstract_batch(info, global_batch: int, sharding_fn) -> dict:
 
 
 def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
-            sampler: bool = True, devices=None) -> dict:
+            sampler: bool = True, train: bool = True, devices=None) -> dict:
     """The report of ``config`` on ``topology`` (see the module docstring), as a dict with
     :data:`KEYS` (``config`` is ``config.name``) and ``sampler``. ``devices`` replaces the
     topology's chips (e.g. CPU devices in tests); the chip table entry still comes from
@@ -96,28 +97,50 @@ def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
     global_batch = int(batch or config.data.batch_size)
     data_batch = _abstract_batch(
         info, global_batch, lambda v: shd.batch_sharding(the_mesh, len(v.shape)))
-    train = aot.compile_and_analyze(step.jitted(state, data_batch), state, data_batch,
-                                    chip=chip, chips=chips)
     out = {"config": config.name, "topology": topology, "params": num_params,
-           "global_batch": global_batch, **train.as_dict()}
-    extra = {"train": train}
+           "global_batch": global_batch, "chips": chips}
+    extra = {}
+    if train:
+        report = aot.compile_and_analyze(step.jitted(state, data_batch), state, data_batch,
+                                         chip=chip, chips=chips)
+        out.update(report.as_dict())
+        extra["train"] = report
     if sampler:
         per_shard = int(config.sample.batch_size)
         sample_batch = per_shard * the_mesh.shape[shd.DATA_AXIS]
         fn, args = task.sample_fn(config, objective, info, sample_batch)
-        param_sh = step.state_shardings(state).ema_params
+        # The EMA parameters, whole on every data shard (split over `model` if there is
+        # one): a sampler gathers FSDP shards once, not at every model call.
+        param_sh = shd.state_shardings(state.ema_params, the_mesh, fsdp=False)
         arg_sh = tuple(shd.batch_sharding(the_mesh, np.ndim(a)) for a in args)
         jitted = jax.jit(fn, in_shardings=(param_sh, shd.replicated(the_mesh)) + arg_sh,
                          out_shardings=shd.batch_sharding(the_mesh, len(args[0].shape)))
         key = jax.eval_shape(lambda: jax.random.key(0))
         abstract_args = tuple(jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
                               for a in args)
-        rep = aot.compile_and_analyze(jitted, state.ema_params, key, *abstract_args,
-                                      chip=chip, chips=chips)
+        ema = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.ema_params)
+        rep = aot.compile_and_analyze(jitted, ema, key, *abstract_args, chip=chip, chips=chips)
+        if rep.est_step_seconds is not None:  # XLA counts the solver loop's body once
+            rep = rep.with_flops(_sampler_flops(task, config, objective, info, the_mesh,
+                                                param_sh, ema, abstract_args[0]), chip)
         out["sampler"] = {"config": config.name, "topology": topology, "params": num_params,
                           "global_batch": sample_batch, **rep.as_dict()}
         extra["sampler"] = rep
     return out, extra
+
+
+def _sampler_flops(task, config, objective, info, mesh, param_sh, ema, x) -> float:
+    """Model calls of one draw x the FLOPs of one call on the whole sample batch (twice the
+    batch under classifier-free guidance), over all chips."""
+    guided = objective.conditional and float(config.sample.get("guidance_scale", 1.0)) != 1.0
+    batch = x.shape[0] * (2 if guided else 1)
+    xs = jax.ShapeDtypeStruct((batch,) + x.shape[1:], x.dtype)
+    ts = jax.ShapeDtypeStruct((batch,), np.dtype(np.float32))
+    call = jax.jit(lambda p, x, t: objective.model_fn(p)(x, t),
+                   in_shardings=(param_sh, shd.batch_sharding(mesh, len(xs.shape)),
+                                 shd.batch_sharding(mesh, 1)))
+    cost = call.lower(ema, xs, ts).compile().cost_analysis() or {}
+    return task.sample_nfe(config, objective, info) * float(cost.get("flops", 0.0)) * mesh.size
 
 
 def _gib(b):
@@ -152,6 +175,7 @@ def define_flags():
     flags.DEFINE_bool("fsdp", None, "Shard the train state over data (default: train.fsdp).")
     flags.DEFINE_integer("batch", 0, "Global train batch (default: data.batch_size).")
     flags.DEFINE_bool("sampler", True, "Also compile the sampler.")
+    flags.DEFINE_bool("train", True, "Compile the train step (--notrain: the sampler only).")
     flags.DEFINE_string("json", "", "Write the report here.")
     flags.DEFINE_integer("top", 0, "Also print the N costliest source ops of each program "
                          "(the compiler's cycle estimates, loop bodies times their trips).")
@@ -165,11 +189,11 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required (e.g. --config=experiments/configs/dit_b2.py)")
     out, reports = analyze(config, FLAGS.topology, mesh=FLAGS.mesh, fsdp=FLAGS.fsdp,
-                           batch=FLAGS.batch, sampler=FLAGS.sampler)
+                           batch=FLAGS.batch, sampler=FLAGS.sampler, train=FLAGS.train)
     mesh = FLAGS.mesh or f"data:{out['chips']}"
     fsdp = config.train.fsdp if FLAGS.fsdp is None else FLAGS.fsdp
     label = f"{config.name} on {FLAGS.topology} [{mesh}{', fsdp' if fsdp else ''}]"
-    lines = [row(f"{label} train step", out, reports["train"])]
+    lines = [row(f"{label} train step", out, reports["train"])] if "train" in reports else []
     if "sampler" in out:
         s = config.sample
         lines.append(row(f"{label} sampler ({s.get('solver', '') or 'default'}, {s.steps} "

@@ -1,6 +1,6 @@
 """Solver benchmark: accuracy against the exact ODE solution, compile time, and per-step overhead.
 
-    python bench/solvers.py [--quick]
+    python bench/solvers.py [--quick] [--no-record]   (only a complete run appends to RESULTS.md)
 
 1. Accuracy (the protocol of issue 2): VE schedule with sigma_min = 0.002, sigma_max = 80;
    ``standard_mixture(dim=2, seed=0)`` from ``shared/conformance/oracles.py`` with its exact x0
@@ -178,7 +178,8 @@ def overhead():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="accuracy table only, no stochastic rows")
+    ap.add_argument("--quick", action="store_true", help="accuracy table only, no stochastic rows (not recorded)")
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
     best = accuracy(args.quick)
@@ -187,6 +188,9 @@ def main():
     if not args.quick:
         compile_times()
         result += f"; euler loop / bare lax.scan time {overhead():.2f}x"
+    if args.quick or args.no_record:  # only a complete run is recorded
+        print(f"\n(not recorded) {result}")
+        return
     results.record("solvers", result)
 
 

@@ -62,13 +62,18 @@ def classifier_free_batched(model_fn, cond, null, scale, *, interval=None, resca
     At scale = 1 (checked at run time, so a traced scale stays traced) only the conditional
     branch runs.
     """
+    def pairs(a, b):
+        # (B, ...) twice -> (2B, ...) with rows 2i, 2i + 1 from example i: a batch split over
+        # devices stays split the same way (a concatenation would move half of it).
+        return jnp.stack([a, b], axis=1).reshape((2 * a.shape[0],) + a.shape[1:])
+
     def guided(x, t):
-        b = x.shape[0]
         nul = jnp.broadcast_to(jnp.asarray(null, jnp.asarray(cond).dtype), jnp.shape(cond))
 
         def both(_):
-            out = model_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([cond, nul]))
-            return _combine(out[:b], out[b:], scale, t, interval, rescale)
+            out = model_fn(pairs(x, x), pairs(t, t), pairs(cond, nul))
+            out = out.reshape((x.shape[0], 2) + out.shape[1:])
+            return _combine(out[:, 0], out[:, 1], scale, t, interval, rescale)
 
         def cond_only(_):
             return model_fn(x, t, cond)

@@ -5,8 +5,9 @@
     python -m experiments.evaluate --workdir=DIR
 
 Configs live in ``experiments/configs`` (``toy``, ``digits``, ``digits_cond``, ``mnist``,
-``cifar10``, ``cifar10_cond``, ``text_small``, ``text8``); ``config.task`` names the task that
-builds, samples and evaluates it (:mod:`experiments.tasks`). Shared pieces:
+``cifar10``, ``cifar10_cond``, ``text_small``, ``text8``, and for accelerators ``dit_b2``,
+``dit_l2``, ``dit_xl2``, ``text_gpt2_small``, ``text_gpt2_medium``); ``config.task`` names
+the task that builds, samples and evaluates it (:mod:`experiments.tasks`). Shared pieces:
 :mod:`experiments.common` (config files, the experiment wiring, batching),
 :mod:`experiments.metrics`, :mod:`experiments.text_metrics` and :mod:`experiments.plots`.
 """

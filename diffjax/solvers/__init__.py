@@ -53,6 +53,9 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
       grid: the name of the grid when ``ts`` is not given (``uniform_t``, ``uniform_logsnr``, ``karras``).
       x_init: the state at t_max; default ``sigma(t_max) * N(0, I)``.
       denoise_final: return the model's x0 estimate at t_min (one more model call) instead of x_{t_min}.
+        Where sigma(t_min) = 0 (t_min = 0 on VP or rectified flow) the last step is the denoising
+        step x = alpha(t_min) x0(x, t) from the previous grid time, and the model is never called
+        at t_min (there is nothing left to denoise); ``rk45`` refuses such a t_min.
       **solver_options: ``eta`` for ddim; ``snr``, ``corrector_steps`` for pc; ``rtol``, ``atol``,
         ``method``, ``max_steps`` for rk45. The numeric ones (eta, snr, rtol, atol) may be traced
         values (changing them does not recompile); corrector_steps, method and max_steps are static.
@@ -75,6 +78,13 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
     if x_init is None:
         x_init = schedule.sigma(ts[0]).astype(dtype) * jax.random.normal(k_init, shape, dtype)
     den = Denoiser(model_fn, schedule, prediction)
+    if driver.ends_at_data(solv, schedule, ts):
+        # sigma(t_min) = 0: the model is never called there (an eps / x0 model is 0/0 at sigma = 0);
+        # the last step is the denoising step x_{t_min} = alpha(t_min) D(x, t) and already is data.
+        x, nfe = driver.integrate(solv, den, x_init.astype(dtype), ts[:-1], k_solve)
+        x0, _ = den(x, ts[-2])
+        x = (schedule.alpha(ts[-1]) * x0).astype(dtype)
+        return x, {"nfe": nfe + 1, "ts": ts}
     x, nfe = driver.integrate(solv, den, x_init.astype(dtype), ts, k_solve)
     if denoise_final:
         x, _ = den(x, ts[-1])
@@ -88,7 +98,7 @@ def encode(model_fn, x, *, schedule, prediction, solver="dpmpp_2m", steps=None, 
 
     The inverse of ``sample(..., denoise_final=False)`` on the same grid (DDIM inversion for
     ``solver="ddim"``). ``ts`` may be given in either order; it is integrated from t_min to t_max.
-    Only deterministic solvers: ``euler, heun, ddim (eta = 0), dpmpp_2m, dpmpp_3m, rk45``.
+    Only deterministic solvers: ``euler, heun, ddim (eta = 0), dpmpp_2m(_exp), dpmpp_3m(_exp), rk45``.
     """
     driver.check_common(schedule, prediction, solver, t_min, t_max)
     solv = driver.make_solver(solver, solver_options)

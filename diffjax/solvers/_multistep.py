@@ -10,13 +10,24 @@ exactly against exp(u - h), with the moments
 
     M_0 = 1 - exp(-h),  M_j = h^j - j M_{j-1}.
 
+This exact integral of the interpolant is the ``*_exp`` variants (``dpmpp_2m_exp``, ``dpmpp_3m_exp``;
+diffusers' ``solver_type="heun"`` for order 2). The published DPM-Solver++ (``published = True``:
+``dpmpp_2m``, ``dpmpp_3m``; Lu et al. 2022 Alg. 2, k-diffusion ``sample_dpmpp_2m`` /
+``sample_dpmpp_3m_sde`` with eta = 0, diffusers' ``solver_type="midpoint"``) replaces the
+order-2 term M_1 d01 by h M_0 d01 / 2, i.e. with r = h0 / h,
+
+    x_next = (s_next / s) x - a_next expm1(-h) ((1 + 1/(2r)) x0 - 1/(2r) x0_prev),
+
+and the order-3 quadratic term M_2 d012 by M_2 d012 / 2 (the phi_3 term of their code); its
+order-2 warm-up and final steps use M_1 d01, as k-diffusion's 3M does.
+
 The zeroth-order part is the DDIM step a_next x0 + s_next eps, finite everywhere; the
 higher-order terms are used only where h and the past step sizes are finite (not on a step that
 touches alpha = 0). Works in either direction of time (h < 0 when encoding).
 
 The loop carry is a ``MultistepState``: the sample, the two previous data estimates with their
 half log-SNRs, and how many of those are valid (the first steps warm up at lower order).
-``order`` (1, 2 or 3) and ``lower_order_final`` are static, set by the subclass, not options.
+``order`` (1, 2 or 3), ``lower_order_final`` and ``published`` are static, set by the subclass, not options.
 """
 from typing import NamedTuple, Tuple
 
@@ -39,6 +50,7 @@ class MultistepState(NamedTuple):
 class Multistep(Solver):
     order: int = eqx.field(static=True, init=False, default=2)
     lower_order_final: bool = eqx.field(static=True, init=False, default=False)
+    published: bool = eqx.field(static=True, init=False, default=False)
     default_grid = "uniform_logsnr"
     default_steps = 25
 
@@ -80,8 +92,12 @@ class Multistep(Solver):
         d01 = (m0 - m1) / h0s
         d12 = (m1 - m2) / h1s
         d012 = (d01 - d12) / (h0s + h1s)
-        corr2 = mom1 * d01
-        corr3 = mom1 * (d01 + h0s * d012) + mom2 * d012
+        if self.published and self.order == 2:
+            corr2 = (-0.5 * hs * em1) * d01  # h M_0 / 2: the midpoint D = (1 + 1/(2r)) x0 - x0_prev / (2r)
+        else:
+            corr2 = mom1 * d01
+        quad = 0.5 * mom2 if self.published else mom2  # published 3M: -phi_3 D2 = M_2 d012 / 2
+        corr3 = mom1 * (d01 + h0s * d012) + quad * d012
         corr = jnp.where(ok3, corr3, jnp.where(ok2, corr2, 0.0))
         x_next = first_order(den, m0, eps, t_next, x) + (a_n * corr).astype(x.dtype)
         carry = MultistepState(x=x_next.astype(x.dtype), x0_prev=(m0, m1), lam_prev=(lam.astype(lam1.dtype), lam1),

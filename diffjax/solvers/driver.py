@@ -24,14 +24,15 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffjax import grids
 from diffjax.parameterization import check_kind
 from diffjax.schedules import Schedule
 from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float
 
-__all__ = ["Denoiser", "check_common", "make_solver", "make_grid", "check_singular_start", "integrate",
-           "run_steps"]
+__all__ = ["Denoiser", "check_common", "make_solver", "make_grid", "check_singular_start", "ends_at_data",
+           "integrate", "run_steps"]
 
 
 def check_common(schedule, prediction, solver: str, t_min, t_max) -> None:
@@ -66,12 +67,43 @@ def make_grid(solver: Solver, schedule, *, steps, ts, t_min, t_max, grid, dtype)
     if ts is None:
         if steps is None:
             steps = solver.default_steps
-        return grids.get(grid or solver.default_grid, schedule, steps, t_max, t_min, dtype)
+        name = grid or solver.default_grid
+        if name != "uniform_t":
+            _check_logsnr_ends(schedule, name, t_max, t_min)
+        return grids.get(name, schedule, steps, t_max, t_min, dtype)
     ts = jnp.asarray(ts, dtype)
     grids.check_ts(ts, increasing=False)
     if steps is not None and ts.shape[0] != steps + 1:
         raise ValueError(f"ts must have length steps + 1 = {steps + 1}, got {ts.shape[0]}")
     return ts
+
+
+def _check_logsnr_ends(schedule, grid, t_max, t_min) -> None:
+    """A log-SNR grid needs a finite log-SNR at one end at least (it mirrors an infinite end)."""
+    lo, hi = concrete_float(t_max), concrete_float(t_min)
+    if lo is None or hi is None:
+        return
+    ends = [concrete_float(schedule.logsnr(jnp.asarray(v, jnp.float32))) for v in (lo, hi)]
+    if all(e is not None and not np.isfinite(e) for e in ends):
+        raise ValueError(
+            f"grid {grid!r} is spaced in log-SNR, which is infinite at both t_max={lo} and t_min={hi} for "
+            f"{type(schedule).__name__}; use t_min > 0 (e.g. 1e-3), t_max < 1, or grid='uniform_t'")
+
+
+def ends_at_data(solver: Solver, schedule, ts) -> bool:
+    """True where sigma(ts[-1]) = 0 is known at trace time (t_min = 0 on VP or rectified flow):
+    ``sample`` then takes the last step as the denoising step and never calls the model there.
+    An adaptive solver evaluates the model at the end of its interval: it refuses such a t_min."""
+    if ts.shape[0] < 2:
+        return False
+    s_end = concrete_float(schedule.sigma(ts[-1]))
+    if s_end is None or s_end != 0.0:
+        return False
+    if not solver.fixed_grid:
+        raise ValueError(f"t_min={concrete_float(ts[-1])} has sigma = 0 for {type(schedule).__name__}, where "
+                         f"{solver.name!r} would call the model (x0 / eps are 0/0 there); use t_min > 0 "
+                         f"(e.g. 1e-3) or a fixed-grid solver")
+    return True
 
 
 def check_singular_start(schedule, prediction, t_max) -> None:

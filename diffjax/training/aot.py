@@ -13,7 +13,9 @@ without owning it, and the real XLA:TPU compiler runs on the host CPU::
 :func:`compile_and_analyze` reports what one compiled step costs on one chip:
 
 * ``flops_per_step``: XLA's flop count of the per-chip program times the number of chips
-  (every chip's share, including replicated work such as the optimizer update);
+  (every chip's share, including replicated work such as the optimizer update). XLA counts
+  the body of a loop it does not unroll once, so for a sampler (one `lax.scan` over the
+  solver steps) count model calls x one call's FLOPs instead (`Report.with_flops`);
 * ``est_step_seconds`` and ``estimate_source``: the TPU compiler's own estimate, the sum of
   the ``estimated_cycles`` it writes into every fusion of the compiled HLO (loop bodies
   counted once per iteration of their known trip count) divided by the chip's clock
@@ -267,6 +269,20 @@ class Report:
     fits: bool
     error: str = ""
     hlo: str = dataclasses.field(default="", repr=False)
+
+    def with_flops(self, flops_per_step: float, chip: "Chip") -> "Report":
+        """This report with the FLOPs counted another way (e.g. model calls x one call's
+        FLOPs, where the program's loops hide work from XLA's count) and the MFU and the
+        roofline that follow; the time estimate is kept unless faster than the new flops /
+        peak."""
+        per_chip = flops_per_step / self.chips
+        out = dataclasses.replace(self, flops_per_step=flops_per_step)
+        if self.est_step_seconds is not None:
+            if self.est_step_seconds < per_chip / chip.peak_flops:
+                out.est_step_seconds, out.estimate_source = per_chip / chip.peak_flops, "roofline"
+            out.roofline_seconds = max(self.roofline_seconds or 0.0, per_chip / chip.peak_flops)
+            out.est_mfu = per_chip / (out.est_step_seconds * chip.peak_flops)
+        return out
 
     def as_dict(self) -> dict:
         """The JSON fields of ``bench/aot.py`` (no HLO, no roofline, no error)."""

@@ -62,6 +62,11 @@ class Task:
         ``data`` mesh axis)."""
         raise NotImplementedError
 
+    def sample_nfe(self, config, objective, info) -> int:
+        """Model calls of one draw of the config's sampler (a guided call counts once), for
+        counting a sampler's FLOPs as calls x one model call."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- the launchers
     def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:
         """The end of ``experiments.train``: samples, a figure or text file in the workdir,

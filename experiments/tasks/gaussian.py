@@ -253,6 +253,14 @@ class GaussianTask(Task):
                                   x_init=x_init, **kw)[0]
         return guided, (x_init, np.zeros(shape[:1], np.int32))
 
+    def sample_nfe(self, config, objective, info) -> int:
+        s = config.sample
+        kw = _sampler_kwargs(objective, s.solver, int(s.steps), float(s.t_min),
+                             s.get("grid", ""))
+        _, out = diffjax.sample(lambda x, t: jnp.zeros_like(x), jax.random.key(0),
+                                (1,) + tuple(int(d) for d in info.shape), **kw)
+        return int(out["nfe"])
+
     def reference(self, config, num: int, seed: int) -> Optional[np.ndarray]:
         """Held-out data to compare ``num`` samples with (original range): exact draws for
         the toy sets, up to 1000 test images for TFDS images, None for digits (their

@@ -225,6 +225,13 @@ class TextTask(Task):
                                    process=objective.process, x_init=x_init, **settings)[0]
         return fn, (np.full(shape, free, np.int32),)
 
+    def sample_nfe(self, config, objective, info) -> int:
+        settings = _sample_settings(config, objective)
+        vocab = objective.process.vocab_size
+        _, out = discrete.sample(lambda x, t: jnp.zeros(x.shape + (vocab,)), jax.random.key(0),
+                                 (1, int(info.shape[0])), process=objective.process, **settings)
+        return int(out["nfe"])
+
     def final_samples(self, exp: common.Experiment, params, *, seed: int) -> dict:
         """Samples to ``samples.txt`` and their word statistics."""
         config = exp.config
