@@ -72,13 +72,14 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
             raise ValueError(f"x_init must have shape {shape}, got {x_init.shape}")
     dtype = jnp.dtype(dtype) if dtype is not None else (x_init.dtype if x_init is not None else jnp.result_type(float))
     tdtype = jnp.promote_types(dtype, jnp.float32)
+    t_end = t_min if ts is None else _last(ts)
     ts = driver.make_grid(solv, schedule, steps=steps, ts=ts, t_min=t_min, t_max=t_max, grid=grid, dtype=tdtype)
     driver.check_singular_start(schedule, prediction, ts[0])
     k_init, k_solve = jax.random.split(key)
     if x_init is None:
         x_init = schedule.sigma(ts[0]).astype(dtype) * jax.random.normal(k_init, shape, dtype)
     den = Denoiser(model_fn, schedule, prediction)
-    if driver.ends_at_data(solv, schedule, ts):
+    if driver.ends_at_data(solv, schedule, t_end):
         # sigma(t_min) = 0: the model is never called there (an eps / x0 model is 0/0 at sigma = 0);
         # the last step is the denoising step x_{t_min} = alpha(t_min) D(x, t) and already is data.
         x, nfe = driver.integrate(solv, den, x_init.astype(dtype), ts[:-1], k_solve)
@@ -124,6 +125,14 @@ def _check_deterministic(solv: Solver, options: dict) -> None:
         got = ", ".join(f"{k}={options[k]}" for k in sorted(options))
         raise ValueError(f"encode with {solv.name} needs {need} (deterministic), got {got}")
     raise ValueError(f"encode needs a deterministic solver, one of {list(DETERMINISTIC)}; got {solv.name!r}")
+
+
+def _last(ts):
+    """The last entry of an explicit grid, or None where it is traced."""
+    try:
+        return float(np.asarray(ts).reshape(-1)[-1])
+    except (jax.errors.TracerArrayConversionError, TypeError, ValueError):
+        return None
 
 
 def _descending(ts):

@@ -83,24 +83,28 @@ def _check_logsnr_ends(schedule, grid, t_max, t_min) -> None:
     lo, hi = concrete_float(t_max), concrete_float(t_min)
     if lo is None or hi is None:
         return
-    ends = [concrete_float(schedule.logsnr(jnp.asarray(v, jnp.float32))) for v in (lo, hi)]
+    with jax.ensure_compile_time_eval():
+        ends = [concrete_float(schedule.logsnr(jnp.asarray(v, jnp.float32))) for v in (lo, hi)]
     if all(e is not None and not np.isfinite(e) for e in ends):
         raise ValueError(
             f"grid {grid!r} is spaced in log-SNR, which is infinite at both t_max={lo} and t_min={hi} for "
             f"{type(schedule).__name__}; use t_min > 0 (e.g. 1e-3), t_max < 1, or grid='uniform_t'")
 
 
-def ends_at_data(solver: Solver, schedule, ts) -> bool:
-    """True where sigma(ts[-1]) = 0 is known at trace time (t_min = 0 on VP or rectified flow):
-    ``sample`` then takes the last step as the denoising step and never calls the model there.
-    An adaptive solver evaluates the model at the end of its interval: it refuses such a t_min."""
-    if ts.shape[0] < 2:
+def ends_at_data(solver: Solver, schedule, t_end) -> bool:
+    """True where sigma(t_end) = 0 is known at trace time (t_min = 0 on VP or rectified flow), also
+    inside ``jit`` when t_end is a Python number: ``sample`` then takes the last step as the
+    denoising step and never calls the model there. An adaptive solver evaluates the model at the
+    end of its interval: it refuses such a t_min."""
+    t = concrete_float(t_end)
+    if t is None:
         return False
-    s_end = concrete_float(schedule.sigma(ts[-1]))
+    with jax.ensure_compile_time_eval():
+        s_end = concrete_float(schedule.sigma(jnp.asarray(t, jnp.float32)))
     if s_end is None or s_end != 0.0:
         return False
     if not solver.fixed_grid:
-        raise ValueError(f"t_min={concrete_float(ts[-1])} has sigma = 0 for {type(schedule).__name__}, where "
+        raise ValueError(f"t_min={t} has sigma = 0 for {type(schedule).__name__}, where "
                          f"{solver.name!r} would call the model (x0 / eps are 0/0 there); use t_min > 0 "
                          f"(e.g. 1e-3) or a fixed-grid solver")
     return True

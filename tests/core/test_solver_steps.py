@@ -168,29 +168,77 @@ def exp_integrator_step(x, lam, lam_n, an, s, sn, hist):
     return sn / s * x + an * integral
 
 
-def multistep_reference(x, ts, sch, order, lower_order_final):
+def published_step(x, lam, lam_n, an, s, sn, hist, kind):
+    """The published DPM-Solver++ updates, written as in k-diffusion / Lu et al.'s code (r = h_prev / h).
+    2M (Alg. 2, ``sample_dpmpp_2m``): D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev, x' = (s'/s) x - a' expm1(-h) D.
+    3M (``sample_dpmpp_3m_sde``, eta = 0): x' = (s'/s) x - a' expm1(-h) x0 + a' phi_2 D1 - a' phi_3 D2,
+    and its order-2 steps x' += a' phi_2 (x0 - x0_1) / r."""
+    h = lam_n - lam
+    base = sn / s * x - an * np.expm1(-h) * hist[-1][1]
+    if len(hist) == 1:
+        return base
+    (l1, m1), (l0, m0) = hist[-2], hist[-1]
+    r0 = (l0 - l1) / h
+    phi_2 = np.expm1(-h) / h + 1
+    if kind == "2m":
+        d = (1 + 1 / (2 * r0)) * m0 - 1 / (2 * r0) * m1
+        return sn / s * x - an * np.expm1(-h) * d
+    if len(hist) == 2:
+        return base + an * phi_2 * (m0 - m1) / r0
+    l2, m2 = hist[-3]
+    r1 = (l1 - l2) / h
+    d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_3 = phi_2 / h - 0.5
+    return base + an * phi_2 * d1 - an * phi_3 * d2
+
+
+def exp_2m_step(x, lam, lam_n, an, s, sn, hist):
+    """dpmpp_2m_exp in closed form: x' = (s'/s) x - a' expm1(-h) x0 + a' (h + expm1(-h)) (x0 - x0_prev) / h_prev."""
+    h = lam_n - lam
+    out = sn / s * x - an * np.expm1(-h) * hist[-1][1]
+    if len(hist) == 2:
+        out = out + an * (h + np.expm1(-h)) * (hist[-1][1] - hist[-2][1]) / (hist[-1][0] - hist[-2][0])
+    return out
+
+
+def multistep_reference(x, ts, sch, solver):
     """States after every step: order min(k + 1, order) at step k (warm-up), and at most 2 on
-    the final step when ``lower_order_final``."""
+    the final step for the 3M solvers (lower order final)."""
+    order = 3 if solver.startswith("dpmpp_3m") else 2
     hist, states = [], []
     for k in range(len(ts) - 1):
         (a, s), (an, sn) = ab(sch, ts[k]), ab(sch, ts[k + 1])
         lam, lam_n = np.log(a / s), np.log(an / sn)
         hist.append((lam, x0_hat(x, a, s)))
         q = min(k + 1, order)
-        if lower_order_final and k == len(ts) - 2:
+        if order == 3 and k == len(ts) - 2:
             q = min(q, 2)
-        x = exp_integrator_step(x, lam, lam_n, an, s, sn, hist[-q:])
+        args = (x, lam, lam_n, an, s, sn, hist[-q:])
+        if solver == "dpmpp_2m":
+            x = published_step(*args, "2m")
+        elif solver == "dpmpp_3m":
+            x = published_step(*args, "3m")
+        elif solver == "dpmpp_2m_exp":
+            x = exp_2m_step(*args)
+            np.testing.assert_allclose(x, exp_integrator_step(*args), rtol=1e-9, atol=1e-12)
+        else:
+            x = exp_integrator_step(*args)
         states.append(x)
     return np.stack(states)
 
 
-@pytest.mark.parametrize("solver,order,lower_order_final", [("dpmpp_2m", 2, False), ("dpmpp_3m", 3, True)])
-def test_multistep_states_match_the_exponential_integrator_at_every_step(solver, order, lower_order_final):
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp"])
+def test_multistep_states_match_their_published_updates_at_every_step(solver):
     """Every intermediate state (what the model sees at each grid time) and the final state of a
-    5-step run on a non-uniform grid, against the reference recursion: checks the first-order
-    first step, the second-order second step, the full-order steps and the lower-order final step."""
+    6-step run on a non-uniform grid, against each variant's own update in float64 numpy: the
+    published DPM-Solver++(2M) / (3M) (k-diffusion's formulas), and the ``_exp`` variants that
+    integrate the linear / quadratic interpolant of the data estimates exactly (closed form for
+    2M, Gauss-Legendre quadrature of the Lagrange polynomial for 3M). Checks the first-order first
+    step, the second-order second step, the full-order steps and the lower-order final step."""
     sch = dj.schedules.cosine()
-    ts = np.asarray([0.9, 0.75, 0.55, 0.4, 0.3, 0.15], np.float32)
+    ts = np.asarray([0.9, 0.75, 0.55, 0.4, 0.3, 0.22, 0.1], np.float32)
     x_init = np.asarray([[1.3, -0.4], [-0.6, 2.0]])
     seen = {}
     base = G.model(sch)
@@ -203,8 +251,18 @@ def test_multistep_states_match_the_exponential_integrator_at_every_step(solver,
                        ts=jnp.asarray(ts), x_init=jnp.asarray(x_init, jnp.float32), denoise_final=False)
     jax.effects_barrier()
     got = np.stack([seen[float(t)] for t in ts[1:-1]] + [np.asarray(out)])
-    want = np.stack([multistep_reference(xi, ts, sch, order, lower_order_final) for xi in x_init], 1)
+    want = np.stack([multistep_reference(xi, ts, sch, solver) for xi in x_init], 1)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_published_and_exp_multistep_variants_differ():
+    """The two second-order (and third-order) updates are different methods: on the grid above
+    they differ by 10x the tolerance of the step test or more."""
+    sch = dj.schedules.cosine()
+    ts = np.asarray([0.9, 0.75, 0.55, 0.4, 0.3, 0.22, 0.1])
+    x = np.asarray([1.3, -0.4])
+    for a, b in (("dpmpp_2m", "dpmpp_2m_exp"), ("dpmpp_3m", "dpmpp_3m_exp")):
+        assert np.abs(multistep_reference(x, ts, sch, a) - multistep_reference(x, ts, sch, b)).max() > 2e-4, (a, b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import diffjax as dj
-from core_oracle import gaussian, two_bumps
+from core_oracle import Mixture, gaussian, two_bumps
 
-ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "rk45", "ddpm", "euler_maruyama", "pc")
+ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp", "rk45", "ddpm", "euler_maruyama",
+       "pc")
 FIXED_GRID = tuple(s for s in ALL if s != "rk45")
 
 
@@ -131,7 +132,8 @@ def test_deterministic_property_says_whether_the_key_matters():
                 for k in (0, 1)]
         solver = dj.solvers.get(name)(**opts)
         assert solver.deterministic == np.array_equal(*outs), (name, opts)
-    assert set(dj.solvers.DETERMINISTIC) == {"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "rk45"}
+    assert set(dj.solvers.DETERMINISTIC) == {"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m",
+                                             "dpmpp_3m_exp", "rk45"}
     assert set(dj.solvers.STOCHASTIC) == {"ddpm", "euler_maruyama", "pc"}
 
 
@@ -244,7 +246,12 @@ def test_bf16_model_gets_float32_times_unrounded():
     assert bf16_model is not None and float(jnp.bfloat16(0.7654321)) != 0.7654321  # bf16 would have rounded it
 
 
-@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_3m", 3)])
+# The published DPM-Solver++(3M) (k-diffusion / Lu et al.'s code) weights the quadratic term by
+# M_2 / 2 where the exact integral of the quadratic interpolant has M_2: its local error keeps an
+# O(h^3) term, so it converges at order 2 (observed 2.4 from 16 to 64 steps, 2.2 from 32 to 64);
+# dpmpp_3m_exp is third order. 16 -> 64 steps: the published 2M is pre-asymptotic at 8 steps.
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_2m_exp", 2),
+                                          ("dpmpp_3m", 2), ("dpmpp_3m_exp", 3)])
 def test_single_gaussian_ode_converges_to_the_closed_form_solution(solver, order):
     g = gaussian()
     sch = dj.schedules.cosine(logsnr_min=-12.0, logsnr_max=12.0)
@@ -255,7 +262,7 @@ def test_single_gaussian_ode_converges_to_the_closed_form_solution(solver, order
     a1, s1 = (float(c) for c in (sch.alpha(1.0), sch.sigma(1.0)))
     exact = a0 * mu + (np.asarray(x_init) - a1 * mu) * np.sqrt((a0**2 * v + s0**2) / (a1**2 * v + s1**2))
     errs = []
-    for steps in (8, 32):
+    for steps in (16, 64):
         x, _ = dj.sample(g.model(sch), jax.random.PRNGKey(0), x_init.shape, schedule=sch, prediction="eps",
                          solver=solver, steps=steps, t_min=t_min, x_init=x_init, denoise_final=False)
         errs.append(np.abs(np.asarray(x) - exact).max())
@@ -302,3 +309,96 @@ def test_bad_input_gives_errors_that_name_the_argument():
     rf = dj.schedules.rectified_flow()
     with pytest.raises(ValueError, match="alpha = 0"):
         dj.sample(m, k, (2, 2), schedule=rf, prediction="eps")
+
+
+# ---------------------------------------------------------------------------------------------
+# few-step regressions (the "few-step generation" issue), with exact Gaussian data
+# N(mu, diag(0.5, 0.1)): the denoiser is closed-form, the true sample variance is (0.5, 0.1)
+# ---------------------------------------------------------------------------------------------
+FEW = Mixture([1.0], [[0.5, -1.0]], [[0.5, 0.1]])
+
+
+def _few_step_moments(solver, sch, steps, n=2000, grid=None, t_min=1e-3, prediction="eps"):
+    x, _ = dj.sample(FEW.model(sch, prediction), jax.random.PRNGKey(0), (n, 2), schedule=sch, prediction=prediction,
+                     solver=solver, steps=steps, grid=grid, t_min=t_min, t_max=1.0)
+    x = np.asarray(x, np.float64)
+    assert np.isfinite(x).all(), (solver, steps)
+    return x.mean(0), x.var(0)
+
+
+def test_heun_from_t_max_1_on_cosine_never_blows_up_at_1_to_10_steps():
+    """Heun's EDM correction 0.5 (s~' - s~)(eps' - eps) grows with the step's length in
+    s~ = sigma / alpha, 2.2e4 at t = 1 on the cosine schedule: 1-5 steps gave variances
+    1.2e8 / 6.4e3 / 1e3 / 17 / 10.6 (true 0.5). Long steps now take the exponential-integrator form
+    of the correction. What a deterministic solver can do at few steps: at 1 step the sample is
+    the posterior mean (var ~ 0); the variance never exceeds the truth and approaches it as the
+    steps grow (0.32-0.35 at 8-10 steps, where DDIM gives 0.19-0.22)."""
+    sch = dj.schedules.cosine()
+    true = FEW.var[0]
+    for steps in range(1, 11):
+        mean, var = _few_step_moments("heun", sch, steps)
+        assert np.all(var <= 1.1 * true), (steps, var)
+        if steps == 1:
+            np.testing.assert_allclose(mean, FEW.mu[0], atol=0.02)
+            assert np.all(var < 0.01 * true), var
+        if steps >= 8:
+            assert np.all(var >= 0.5 * true), (steps, var)
+
+
+@pytest.mark.xfail(strict=True, reason="dpmpp_3m on the karras grid of the cosine schedule (t_max = 1) is not yet "
+                   "fixed: see the docstring")
+def test_dpmpp_3m_on_karras_grid_error_does_not_grow_with_steps():
+    """Variance error of dpmpp_3m on the karras grid at 8, 16, 32, 64 steps: must not increase.
+    Today (published or _exp variant alike) 0.88 / 1.87 / 0.51 / 0.50 (true 0.5). The karras grid
+    from s~ = 2.2e4 spends ~3/4 of its points at s~ > 10 (logsnr < -4.6) where the denoiser is
+    constant, and crosses the data scale s~ ~ 0.3-2 in steps of h = 1.7, 2.2, 3.3 (half log-SNR)
+    at 16 steps; there the multistep polynomial extrapolation of x0 (orders 2 and 3 alike: 2M gives
+    0.42 / 0.68 / 0.61 / 0.53) overshoots. At 8 steps the crossing is one step whose history is
+    flat, i.e. effectively first order. Gating the order on h <= pi/2 fixes this grid but turns
+    every step of a 5-10 step uniform_logsnr run into DDIM (dpmpp_2m at 10 steps 0.52 -> 0.22)."""
+    sch = dj.schedules.cosine()
+    errs = [np.abs(_few_step_moments("dpmpp_3m", sch, steps, grid="karras")[1] - FEW.var[0]).max()
+            for steps in (8, 16, 32, 64)]
+    assert all(b <= a for a, b in zip(errs, errs[1:])), errs
+
+
+@pytest.mark.parametrize("schedule", ["rectified_flow", "linear_vp", "cosine", "ve"])
+def test_every_solver_is_finite_or_refuses_at_t_min_0(schedule):
+    """t_min = 0 (sigma = 0 on VP and rectified flow): every fixed-grid solver returns finite samples
+    (the last step is the denoising step alpha(0) D(x, t), the model is never called at sigma = 0);
+    rk45 refuses it where sigma(0) = 0, and rectified flow refuses the log-SNR grids from t_max = 1
+    (log-SNR infinite at both ends) with an error naming t_min, finite on uniform_t."""
+    sch = dj.schedules.get(schedule)
+    pred = "flow" if schedule == "rectified_flow" else "eps"
+    zero_sigma = float(sch.sigma(jnp.float32(0.0))) == 0.0
+    calls = []
+    base = FEW.model(sch, pred)
+
+    def model(x, t):
+        jax.debug.callback(lambda tt: calls.append(float(np.asarray(tt)[0])), t)
+        return base(x, t)
+
+    for solver in ALL:
+        grid = "uniform_t" if schedule == "rectified_flow" else None
+        kw = dict(schedule=sch, prediction=pred, solver=solver, steps=6, grid=grid, t_min=0.0, t_max=1.0)
+        if solver == "rk45" and zero_sigma:
+            with pytest.raises(ValueError, match=r"t_min=0.0 has sigma = 0 .*'rk45'"):
+                dj.sample(model, jax.random.PRNGKey(0), (64, 2), **kw)
+            continue
+        calls.clear()
+        x, info = dj.sample(model, jax.random.PRNGKey(0), (64, 2), **kw)
+        jax.effects_barrier()
+        assert np.isfinite(np.asarray(x)).all(), (schedule, solver)
+        if zero_sigma:
+            assert 0.0 not in calls, (schedule, solver)
+            assert int(info["nfe"]) == len(calls), (schedule, solver, int(info["nfe"]), len(calls))
+    # the same under jit (t_min a Python number, the grid built inside the trace)
+    run = jax.jit(lambda key: dj.sample(base, key, (64, 2), schedule=sch, prediction=pred, solver="dpmpp_2m", steps=6,
+                                        grid="uniform_t" if schedule == "rectified_flow" else None, t_min=0.0)[0])
+    assert np.isfinite(np.asarray(run(jax.random.PRNGKey(1)))).all()
+    if schedule == "rectified_flow":
+        for grid in ("uniform_logsnr", "karras"):
+            with pytest.raises(ValueError, match=f"grid '{grid}' is spaced in log-SNR, which is infinite at both "
+                                                 r"t_max=1.0 and t_min=0.0 .*t_min > 0"):
+                dj.sample(base, jax.random.PRNGKey(0), (4, 2), schedule=sch, prediction=pred, solver="ddim",
+                          steps=4, grid=grid, t_min=0.0, t_max=1.0)
