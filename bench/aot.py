@@ -16,6 +16,12 @@ launchers' (``experiments.common.build_train_step``: bf16 as configured, EMA, cl
 class-conditional models) on ``sample.batch_size`` examples per ``data`` shard, with the EMA
 parameters whole on every ``data`` shard (gathered once from FSDP shards).
 
+FLOPs are model FLOPs, the usual count for MFU: for the train step 3 x XLA's count of one
+forward pass on the batch (forward + backward; the optimizer and any recomputation not
+counted), for the sampler model calls x one call's count. XLA's count of the compiled
+programs themselves would miss work: it counts a loop body once, and the TPU compiler
+decomposes FSDP's gathered matmuls into loops of collective permutes.
+
 Prints one row for the train step and one for the sampler, writes ``--json`` with the keys
 ``config, topology, chips, params, global_batch, flops_per_step, est_step_seconds,
 estimate_source, est_mfu, hbm_per_chip_bytes, hbm_capacity_bytes, compile_seconds,
@@ -100,9 +106,17 @@ def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
     out = {"config": config.name, "topology": topology, "params": num_params,
            "global_batch": global_batch, "chips": chips}
     extra = {}
+    whole = shd.state_shardings(state.ema_params, the_mesh, fsdp=False)
+    ema = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.ema_params)
     if train:
         report = aot.compile_and_analyze(step.jitted(state, data_batch), state, data_batch,
                                          chip=chip, chips=chips)
+        if report.est_step_seconds is not None:
+            # Model FLOPs: forward + backward = 3 forward passes on the batch (the usual MFU
+            # count: no optimizer, no recomputation; independent of how the step is split).
+            x = data_batch["x"]
+            report = report.with_flops(
+                3 * _call_flops(objective, the_mesh, whole, ema, x.shape, x.dtype), chip)
         out.update(report.as_dict())
         extra["train"] = report
     if sampler:
@@ -111,14 +125,13 @@ def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
         fn, args = task.sample_fn(config, objective, info, sample_batch)
         # The EMA parameters, whole on every data shard (split over `model` if there is
         # one): a sampler gathers FSDP shards once, not at every model call.
-        param_sh = shd.state_shardings(state.ema_params, the_mesh, fsdp=False)
+        param_sh = whole
         arg_sh = tuple(shd.batch_sharding(the_mesh, np.ndim(a)) for a in args)
         jitted = jax.jit(fn, in_shardings=(param_sh, shd.replicated(the_mesh)) + arg_sh,
                          out_shardings=shd.batch_sharding(the_mesh, len(args[0].shape)))
         key = jax.eval_shape(lambda: jax.random.key(0))
         abstract_args = tuple(jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
                               for a in args)
-        ema = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.ema_params)
         rep = aot.compile_and_analyze(jitted, ema, key, *abstract_args, chip=chip, chips=chips)
         if rep.est_step_seconds is not None:  # XLA counts the solver loop's body once
             rep = rep.with_flops(_sampler_flops(task, config, objective, info, the_mesh,
@@ -129,18 +142,25 @@ def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
     return out, extra
 
 
+def _call_flops(objective, mesh, param_sh, params, x_shape, dtype) -> float:
+    """XLA's FLOPs of one model call on a batch of ``x_shape`` (parameters whole on every
+    data shard: no loop-decomposed collective matmuls to hide work), over all chips."""
+    xs = jax.ShapeDtypeStruct(tuple(x_shape), dtype)
+    ts = jax.ShapeDtypeStruct(tuple(x_shape[:1]), np.dtype(np.float32))
+    call = jax.jit(lambda p, x, t: objective.model_fn(p)(x, t),
+                   in_shardings=(param_sh, shd.batch_sharding(mesh, len(xs.shape)),
+                                 shd.batch_sharding(mesh, 1)))
+    cost = call.lower(params, xs, ts).compile().cost_analysis() or {}
+    return float(cost.get("flops", 0.0)) * mesh.size
+
+
 def _sampler_flops(task, config, objective, info, mesh, param_sh, ema, x) -> float:
     """Model calls of one draw x the FLOPs of one call on the whole sample batch (twice the
     batch under classifier-free guidance), over all chips."""
     guided = objective.conditional and float(config.sample.get("guidance_scale", 1.0)) != 1.0
-    batch = x.shape[0] * (2 if guided else 1)
-    xs = jax.ShapeDtypeStruct((batch,) + x.shape[1:], x.dtype)
-    ts = jax.ShapeDtypeStruct((batch,), np.dtype(np.float32))
-    call = jax.jit(lambda p, x, t: objective.model_fn(p)(x, t),
-                   in_shardings=(param_sh, shd.batch_sharding(mesh, len(xs.shape)),
-                                 shd.batch_sharding(mesh, 1)))
-    cost = call.lower(ema, xs, ts).compile().cost_analysis() or {}
-    return task.sample_nfe(config, objective, info) * float(cost.get("flops", 0.0)) * mesh.size
+    shape = (x.shape[0] * (2 if guided else 1),) + tuple(x.shape[1:])
+    return (task.sample_nfe(config, objective, info)
+            * _call_flops(objective, mesh, param_sh, ema, shape, x.dtype))
 
 
 def _gib(b):

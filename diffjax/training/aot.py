@@ -14,8 +14,10 @@ without owning it, and the real XLA:TPU compiler runs on the host CPU::
 
 * ``flops_per_step``: XLA's flop count of the per-chip program times the number of chips
   (every chip's share, including replicated work such as the optimizer update). XLA counts
-  the body of a loop it does not unroll once, so for a sampler (one `lax.scan` over the
-  solver steps) count model calls x one call's FLOPs instead (`Report.with_flops`);
+  the body of a loop it does not unroll once -- a sampler's `lax.scan` over the solver
+  steps, and the loops of collective permutes the TPU compiler makes of FSDP's gathered
+  matmuls -- so for MFU count model FLOPs instead (`Report.with_flops`; ``bench/aot.py``
+  uses 3 forward passes for a train step, model calls x one call for a sampler);
 * ``est_step_seconds`` and ``estimate_source``: the TPU compiler's own estimate, the sum of
   the ``estimated_cycles`` it writes into every fusion of the compiled HLO (loop bodies
   counted once per iteration of their known trip count) divided by the chip's clock
