@@ -159,7 +159,7 @@ class Experiment:
             logging.info("No checkpoint in %s: starting from step 0 (%d parameters).",
                          self.checkpointer.directory, self.num_params)
             return self.train_step.place(self.fresh_state()), None
-        restored = self.checkpointer.restore(self.abstract_state())
+        restored = restore_state(self.checkpointer, self.abstract_state())
         logging.info("Resuming from checkpoint step %d in %s.", restored.step,
                      self.checkpointer.directory)
         return restored.state, (restored.data_state or None)
@@ -173,6 +173,31 @@ class Experiment:
         self.checkpointer.close()
 
 
+_ATTENTION_KERNELS = (".attn.qkv.kernel", ".attn.qkv.bias", ".attn.out.kernel")
+
+
+def restore_state(checkpointer, target):
+    """``checkpointer.restore(target)``; a checkpoint whose only differences are attention
+    kernels in the layout before they kept a head axis (``(D, 3D)``, ``(3D,)``, ``(D, D)``;
+    the same numbers in row-major order) is restored reshaped, with a warning."""
+    try:
+        return checkpointer.restore(target)
+    except training.CheckpointMismatchError:
+        stored = checkpointer.stored_shapes()
+        wanted = {k: tuple(np.shape(v)) for k, v in training.checkpoint.tree_paths(target).items()}
+        differ = [k for k in wanted if stored.get(k, wanted[k]) != wanted[k]]
+        legacy = set(stored) == set(wanted) and differ and all(
+            k.removesuffix(".value").endswith(_ATTENTION_KERNELS)
+            and len(stored[k]) < len(wanted[k])
+            and math.prod(stored[k]) == math.prod(wanted[k]) for k in differ)
+        if not legacy:
+            raise
+        logging.warning("%s holds %d attention kernels in the layout before kernels kept a "
+                        "head axis; restoring them reshaped.", checkpointer.directory,
+                        len(differ))
+        return checkpointer.restore(target, reshape=True)
+
+
 def restore_params(task, config, workdir: str, *, ema: bool = True):
     """``(objective, params, info, step)`` from the latest checkpoint of ``workdir``, on a
     one-device mesh (enough for sampling and evaluation)."""
@@ -181,7 +206,7 @@ def restore_params(task, config, workdir: str, *, ema: bool = True):
         if exp.checkpointer.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {exp.checkpointer.directory}; train first "
                                     f"(python -m experiments.train --workdir={workdir})")
-        restored = exp.checkpointer.restore(exp.abstract_state())
+        restored = restore_state(exp.checkpointer, exp.abstract_state())
     finally:
         exp.close()
     params = restored.state.ema_params if ema else restored.state.params

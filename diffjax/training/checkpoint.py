@@ -38,9 +38,11 @@ import threading
 from typing import Any, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 __all__ = ["Checkpointer", "Restored", "CheckpointMismatchError", "library_versions",
            "tree_paths"]
@@ -276,8 +278,15 @@ class Checkpointer:
         if problems:
             raise CheckpointMismatchError(
                 f"checkpoint step {step} in {self.directory} does not match the restore target "
-                f"(was it written with a different config?); mismatched entries:\n  "
+                f"(was it written with a different config? An entry of the same size in another "
+                f"layout, e.g. an attention kernel saved before kernels kept a head axis, "
+                f"restores with restore(..., reshape=True)); mismatched entries:\n  "
                 + "\n  ".join(problems))
+
+    def stored_shapes(self, step: Optional[int] = None) -> dict:
+        """``{"a.b.0.c": shape}`` of the arrays saved at ``step`` (default: the latest)."""
+        step = self.latest_step() if step is None else int(step)
+        return {k: tuple(v.shape) for k, v in self._stored_arrays(step).items()}
 
     def _stored_arrays(self, step: int) -> dict:
         metadata = self.manager.item_metadata(step)
@@ -287,13 +296,19 @@ class Checkpointer:
             raise FileNotFoundError(f"no readable state metadata for step {step}")
         return tree_paths(state_md, is_leaf=lambda x: hasattr(x, "shape"))
 
-    def restore(self, target: Any, step: Optional[int] = None) -> Restored:
+    def restore(self, target: Any, step: Optional[int] = None, *,
+                reshape: bool = False) -> Restored:
         """Restore onto ``target`` (a pytree of ``jax.ShapeDtypeStruct`` with shardings).
 
         ``step=None`` takes the latest committed step that can be read, falling back (with a
         warning) past partial or corrupt ones. An explicit ``step`` is restored or raises.
         Raises `CheckpointMismatchError` when shapes or entries differ from ``target``, and
         `FileNotFoundError` when there is no readable checkpoint.
+
+        ``reshape=True`` accepts an entry whose shape differs from the target's but holds as
+        many elements, reshaping it in row-major order: for a parameter whose layout changed
+        by a reshape only (attention kernels written before they kept a head axis, ``(D,
+        3D)`` -> ``(D, 3, heads, D / heads)``, are restored this way).
         """
         self.manager.reload()
         steps = self.all_steps()
@@ -301,13 +316,13 @@ class Checkpointer:
             if int(step) not in steps:
                 raise FileNotFoundError(f"checkpoint step {step} not found in {self.directory}; "
                                         f"committed steps: {steps}")
-            return self._restore_step(int(step), target)
+            return self._restore_step(int(step), target, reshape)
         if not steps:
             raise FileNotFoundError(f"no committed checkpoint in {self.directory}")
         errors = []
         for s in reversed(steps):
             try:
-                restored = self._restore_step(s, target)
+                restored = self._restore_step(s, target, reshape)
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # partial / corrupt files: fall back to an older step
@@ -324,13 +339,43 @@ class Checkpointer:
         raise FileNotFoundError(f"no readable checkpoint in {self.directory}:\n  "
                                 + "\n  ".join(errors))
 
-    def _restore_step(self, step: int, target: Any) -> Restored:
-        self.check_compatible(step, target)
+    def _restore_step(self, step: int, target: Any, reshape: bool = False) -> Restored:
+        saved_shape = {}
+        if reshape:
+            stored = self._stored_arrays(step)
+            for name, leaf in tree_paths(target).items():
+                old = tuple(stored[name].shape) if name in stored else None
+                if old is not None and old != tuple(np.shape(leaf)) and \
+                        int(np.prod(old)) == int(np.prod(np.shape(leaf))):
+                    saved_shape[name] = old
+            if saved_shape:
+                logging.warning("Restoring %d entries reshaped from their saved layout: %s",
+                                len(saved_shape), ", ".join(sorted(saved_shape)))
+
+        def as_saved(path, leaf):
+            name = ".".join(_key_str(k) for k in path)
+            if name not in saved_shape:
+                return leaf
+            mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+            sharding = NamedSharding(mesh, P()) if mesh is not None else None
+            return jax.ShapeDtypeStruct(saved_shape[name], leaf.dtype, sharding=sharding)
+
+        load_target = jax.tree_util.tree_map_with_path(as_saved, target)
+        self.check_compatible(step, load_target)
         out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
+            state=ocp.args.StandardRestore(load_target),
             data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore(),
         ))
+        state = out["state"]
+        if saved_shape:
+            def to_target(path, value, leaf):
+                if ".".join(_key_str(k) for k in path) not in saved_shape:
+                    return value
+                value = jnp.reshape(value, np.shape(leaf))
+                sharding = getattr(leaf, "sharding", None)
+                return jax.device_put(value, sharding) if sharding is not None else value
+            state = jax.tree_util.tree_map_with_path(to_target, state, target)
         logging.info("Restored checkpoint step %d from %s", step, self.directory)
-        return Restored(step=step, state=out["state"], data_state=dict(out["data"] or {}),
+        return Restored(step=step, state=state, data_state=dict(out["data"] or {}),
                         meta=dict(out["meta"] or {}))

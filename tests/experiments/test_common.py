@@ -36,3 +36,54 @@ def test_map_batches_without_arrays_and_small_num():
     assert out.shape == (3, 2) and extras == [None]  # batch_size capped at num: one call
     with pytest.raises(ValueError, match="num must be >= 1"):
         common.map_batches(lambda k: (np.ones(1), None), jax.random.key(0), 0, 8)
+
+
+def test_checkpoints_with_attention_kernels_of_the_old_layout_restore_reshaped(tmp_path):
+    """Attention kernels used to be (D, 3D) / (3D,) / (D, D); they now keep a head axis. The
+    same numbers in row-major order: a checkpoint of the old layout restores, reshaped, and
+    any other mismatch is still refused."""
+    import optax
+    from flax import nnx
+
+    from diffjax import models, training
+
+    model = models.TokenTransformer(11, seq_len=8, dim=16, depth=1, heads=2, cond_dim=8,
+                                    rngs=nnx.Rngs(0))
+    _, params, _ = training.split_model(model)
+    optimizer = optax.adam(1e-3)
+    state = training.create_train_state(params, optimizer, rng=0)
+
+    def old_layout(path, x):
+        name = jax.tree_util.keystr(path)
+        if "['attn']['qkv']['kernel']" in name:
+            return x.reshape(x.shape[0], -1)   # (D, 3, H, D/H) -> (D, 3D)
+        if "['attn']['out']['kernel']" in name:
+            return x.reshape(-1, x.shape[-1])  # (H, D/H, D) -> (D, D)
+        if "['attn']['qkv']['bias']" in name:
+            return x.reshape(-1)               # (3, H, D/H) -> (3D,)
+        return x
+
+    old = jax.tree_util.tree_map_with_path(old_layout, state)
+    shapes = {jax.tree_util.keystr(p): x.shape
+              for p, x in jax.tree_util.tree_flatten_with_path(old)[0]}
+    assert shapes[".params['backbone']['blocks'][0]['attn']['qkv']['kernel'].value"] == (16, 48)
+    with training.Checkpointer(tmp_path / "old") as ckpt:
+        assert ckpt.save(3, old, force=True)
+    mesh = training.make_mesh(1)
+    step = training.make_train_step(lambda p, b, k: (0.0, {}), optimizer, mesh=mesh)
+    target = step.abstract_state(jax.eval_shape(lambda: state))
+    checkpointer = training.Checkpointer(tmp_path / "old")
+    with pytest.raises(training.CheckpointMismatchError, match=r"reshape=True"):
+        checkpointer.restore(target)
+    restored = common.restore_state(checkpointer, target)
+    assert restored.step == 3
+    for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A different model (other widths) is not a layout change: still refused.
+    other = models.TokenTransformer(11, seq_len=8, dim=16, depth=1, heads=2, cond_dim=4,
+                                    rngs=nnx.Rngs(0))
+    _, other_params, _ = training.split_model(other)
+    other_target = step.abstract_state(jax.eval_shape(
+        lambda: training.create_train_state(other_params, optimizer, rng=0)))
+    with pytest.raises(training.CheckpointMismatchError):
+        common.restore_state(checkpointer, other_target)
