@@ -64,8 +64,10 @@ def test_describe_matches_the_dataset_without_reading_it(tmp_path):
     rng = np.random.default_rng(0)
     latents.write_latents(tmp_path, "imagenet256_latents", "train",
                           rng.standard_normal((3, 32, 32, 4)).astype(np.float32), [0, 5, 999])
+    letters = np.frombuffer(b" abcdefghijklmnopqrstuvwxyz", np.uint8)
+    (tmp_path / "text8").write_bytes(letters[rng.integers(0, 27, 4000)].tobytes())
     cases = [("two_moons", {}, {}), ("digits", {"dequantize": True}, {}),
-             ("stdlib_text", {"seq_len": 32, "vocab": "byte"}, {}),
+             ("text8", {"seq_len": 32, "vocab": "byte"}, {"data_dir": tmp_path}),
              ("imagenet256_latents", {}, {"data_dir": tmp_path})]
     for name, options, where in cases:
         described = data.describe(name, "train", **options)
