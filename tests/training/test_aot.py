@@ -119,12 +119,30 @@ def test_fsdp_shards_state_and_reduce_scatters_gradients(tpu_devices):
             # Gradients are summed straight into shards; parameters are gathered for the
             # forward pass, the batch never is.
             assert colls.get("reduce-scatter", 0) >= 1, colls
-            gathered = re.findall(r"= \(?(\w+\[[\d,]*\])[^=]*? all-gather(?:-start)?\(", hlo)
+            gathered = _gathered_shapes(hlo)
             assert gathered
             assert not [g for g in gathered if re.match(rf"\w+\[{BATCH}[,\]]", g)], gathered
         else:
             assert colls.get("all-reduce", 0) >= 1 and "reduce-scatter" not in colls, colls
     assert args[True] <= args[False] / 3, args
+
+
+def _gathered_shapes(hlo):
+    return re.findall(r"= \(?(\w+\[[\d,]*\])[^=]*? all-gather(?:-start)?\(", hlo)
+
+
+def test_fsdp_transformer_gathers_parameters_not_the_batch(tpu_devices):
+    """On a DiT, left to itself XLA would gather the activations of the whole batch instead of
+    the parameters (the step gathers the parameters explicitly)."""
+    mesh = training.make_mesh(devices=tpu_devices)
+    model = models.PatchTransformer(3, image_size=8, patch_size=2, dim=256, depth=1, heads=4,
+                                    rngs=nnx.Rngs(0))
+    step, state, batch, _ = _gaussian_step(model, mesh, (8, 8, 3), fsdp=True,
+                                           fsdp_min_size=2**14)
+    hlo = step.jitted(state, batch).lower(state, batch).compile().as_text()
+    gathered = _gathered_shapes(hlo)
+    assert gathered and "reduce-scatter" in aot.count_collectives(hlo)
+    assert not [g for g in gathered if re.match(rf"\w+\[{BATCH}[,\]]", g)], gathered
 
 
 def test_sampler_estimate_counts_every_step(tpu_devices):
