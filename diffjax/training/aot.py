@@ -51,8 +51,6 @@ import re
 import time
 from typing import Any, Callable, Optional
 
-import jax
-import numpy as np
 
 __all__ = [
     "Chip", "CHIPS", "chip_for", "topology_devices", "compile_and_analyze", "hlo_cycles",
@@ -349,12 +347,6 @@ def compile_and_analyze(jitted: Callable, *args: Any, chip: Chip, chips: int) ->
                   hbm_per_chip_bytes=hbm, hbm_capacity_bytes=chip.hbm_bytes,
                   compile_seconds=seconds, collectives=count_collectives(hlo),
                   fits=hbm is None or hbm <= chip.hbm_bytes, hlo=hlo)
-
-
-def abstract_like(tree: Any, shardings: Any) -> Any:
-    """`jax.ShapeDtypeStruct` leaves of ``tree``'s shapes and dtypes with ``shardings``."""
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s),
-                        tree, shardings)
 
 
 def mfu(flops_per_step: float, seconds: float, chips: int, chip: Chip) -> float:

@@ -78,6 +78,11 @@ def _sampler_kwargs(objective, solver: str, steps: int, t_min: float, grid) -> d
     return kw
 
 
+def _config_sampler_kwargs(objective, config) -> dict:
+    s = config.sample
+    return _sampler_kwargs(objective, s.solver, int(s.steps), float(s.t_min), s.get("grid", ""))
+
+
 def generate(objective: Objective, params, key, num: int, shape, *, solver: str, steps: int,
              t_min: float = 1e-3, grid: Optional[str] = None, batch_size: int = 1000,
              labels: Optional[np.ndarray] = None, guidance_scale: float = 1.0) -> np.ndarray:
@@ -237,8 +242,7 @@ class GaussianTask(Task):
 
     def sample_fn(self, config, objective, info, batch_size: int):
         s = config.sample
-        kw = _sampler_kwargs(objective, s.solver, int(s.steps), float(s.t_min),
-                             s.get("grid", ""))
+        kw = _config_sampler_kwargs(objective, config)
         shape = (int(batch_size),) + tuple(int(d) for d in info.shape)
         x_init = np.zeros(shape, np.float32)
         if not objective.conditional:
@@ -254,9 +258,7 @@ class GaussianTask(Task):
         return guided, (x_init, np.zeros(shape[:1], np.int32))
 
     def sample_nfe(self, config, objective, info) -> int:
-        s = config.sample
-        kw = _sampler_kwargs(objective, s.solver, int(s.steps), float(s.t_min),
-                             s.get("grid", ""))
+        kw = _config_sampler_kwargs(objective, config)
         _, out = diffjax.sample(lambda x, t: jnp.zeros_like(x), jax.random.key(0),
                                 (1,) + tuple(int(d) for d in info.shape), **kw)
         return int(out["nfe"])
