@@ -13,6 +13,9 @@ Every model is called as ``model(x, t, cond=None, *, rngs=None) -> out``:
   ``num_classes`` (``model.null_class``) is the null class ("no condition", for
   classifier-free guidance); ``cond=None`` on a class-conditional model means the null
   class, and passing ``cond`` to an unconditional model is an error.
+* ``t2`` (keyword, :class:`MLP`, :class:`UNet`, :class:`PatchTransformer` built with
+  ``second_time=True`` only): a second float conditioning value embedded like ``t`` and
+  added to the conditioning vector (MeanFlow's interval ``t - r``); off by default.
 * ``rngs``: a PRNG key (or ``nnx.Rngs``) for dropout. Models hold no RNG state — their
   state is parameters only (plus the fixed Fourier kernel when ``time_embedding="fourier"``)
   — so a model in training mode with dropout > 0 needs ``rngs`` on every call.

@@ -196,8 +196,14 @@ class ClassEmbedding(nnx.Module):
 class Conditioning(nnx.Module):
     """The conditioning vector every model uses: time embedding (+ class embedding), float32.
 
-    ``__call__(t, cond, batch) -> (batch, dim)``. With ``num_classes=None`` passing a
+    ``__call__(t, cond, batch, t2=None) -> (batch, dim)``. With ``num_classes=None`` passing a
     ``cond`` is an error; with classes, ``cond=None`` means the null class.
+
+    ``second_time=True`` adds a second time input ``t2`` (any float, shape ``(B,)`` or
+    scalar) with its own embedding MLP, added to the vector (MeanFlow's interval length
+    ``t - r``, say; the model does not know what it means). ``t2=None`` is ``t2 = 0``. Off
+    by default: without it the module and its parameters are exactly as before, and passing
+    ``t2`` is an error.
     """
 
     def __init__(
@@ -208,6 +214,7 @@ class Conditioning(nnx.Module):
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
         freq_dim: int | None = None,
+        second_time: bool = False,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -215,6 +222,11 @@ class Conditioning(nnx.Module):
         self.time = TimeEmbedding(
             dim, freq_dim=freq_dim, kind=time_embedding, scale=time_scale,
             param_dtype=param_dtype, rngs=rngs,
+        )
+        self.time2 = (
+            TimeEmbedding(dim, freq_dim=freq_dim, kind=time_embedding, scale=time_scale,
+                          param_dtype=param_dtype, rngs=rngs)
+            if second_time else None
         )
         self.num_classes = num_classes
         self.classes = (
@@ -226,13 +238,24 @@ class Conditioning(nnx.Module):
     def null_class(self) -> int | None:
         return None if self.classes is None else self.classes.null_class
 
-    def __call__(self, t, cond, batch: int) -> jax.Array:
+    @property
+    def second_time(self) -> bool:
+        return self.time2 is not None
+
+    def __call__(self, t, cond, batch: int, t2=None) -> jax.Array:
         if self.classes is None and cond is not None:
             raise ValueError(
                 "cond was given but the model was built with num_classes=None; "
                 "build it with num_classes=K for class conditioning."
             )
+        if self.time2 is None and t2 is not None:
+            raise ValueError(
+                "t2 was given but the model was built with second_time=False; build it with "
+                "second_time=True for a second time input."
+            )
         c = self.time(as_time(t, batch))
+        if self.time2 is not None:
+            c = c + self.time2(as_time(0.0 if t2 is None else t2, batch))
         return c if self.classes is None else c + self.classes(cond, batch)
 
 

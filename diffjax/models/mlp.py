@@ -64,6 +64,9 @@ class MLP(nnx.Module):
       mlp_ratio: inner width of each block relative to ``hidden``.
       dropout: dropout rate inside blocks (active in ``train()`` mode; needs ``rngs=key``).
       time_embedding: ``"sinusoidal"`` or ``"fourier"``; ``time_scale`` its scale.
+      second_time: a second float input ``model(x, t, cond, t2=...)`` embedded like ``t``
+        and added to the conditioning vector (off by default; see
+        :class:`diffjax.models.embeddings.Conditioning`).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -79,6 +82,7 @@ class MLP(nnx.Module):
         dropout: float = 0.0,
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
+        second_time: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -92,7 +96,7 @@ class MLP(nnx.Module):
         self.dim, self.dtype = dim, dtype
         self.cond = Conditioning(
             time_embed_dim, num_classes=num_classes, time_embedding=time_embedding,
-            time_scale=time_scale, param_dtype=param_dtype, rngs=rngs,
+            time_scale=time_scale, second_time=second_time, param_dtype=param_dtype, rngs=rngs,
         )
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.proj_in = nnx.Linear(dim, hidden, **kw)
@@ -116,7 +120,7 @@ class MLP(nnx.Module):
     def null_class(self) -> int | None:
         return self.cond.null_class
 
-    def __call__(self, x, t, cond=None, *, rngs=None) -> jax.Array:
+    def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
         x = jnp.asarray(x)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
             raise ValueError(
@@ -125,7 +129,7 @@ class MLP(nnx.Module):
             )
         rngs = dropout_rngs(self, rngs)
         b = x.shape[0]
-        c = self.cond(t, cond, b)
+        c = self.cond(t, cond, b, t2)
         h = self.proj_in(x.reshape(b, self.dim))
         for block in self.blocks:
             h = block(h, c, rngs)

@@ -94,8 +94,8 @@ class DiTBackbone(nnx.Module):
         self, dim: int, depth: int, heads: int, out_dim: int, *, mlp_ratio: float = 4.0,
         dropout: float = 0.0, rope: bool = False, num_classes: int | None = None,
         cond_dim: int | None = None, time_embedding: str = "sinusoidal",
-        time_scale: float | None = None, dtype=jnp.float32, param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
+        time_scale: float | None = None, second_time: bool = False, dtype=jnp.float32,
+        param_dtype=jnp.float32, rngs: nnx.Rngs,
     ):
         for name, v in (("dim", dim), ("depth", depth), ("heads", heads)):
             if not isinstance(v, int) or v < 1:
@@ -107,7 +107,8 @@ class DiTBackbone(nnx.Module):
         cond_dim = cond_dim or dim
         self.cond = Conditioning(
             cond_dim, num_classes=num_classes, time_embedding=time_embedding,
-            time_scale=time_scale, freq_dim=256, param_dtype=param_dtype, rngs=rngs,
+            time_scale=time_scale, freq_dim=256, second_time=second_time,
+            param_dtype=param_dtype, rngs=rngs,
         )
         self.blocks = nnx.List([
             DiTBlock(dim, heads, cond_dim, mlp_ratio=mlp_ratio, dropout=dropout, rope=rope,
@@ -116,8 +117,8 @@ class DiTBackbone(nnx.Module):
         ])
         self.final = FinalLayer(dim, cond_dim, out_dim, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x, t, cond, rngs=None):
-        c = self.cond(t, cond, x.shape[0])
+    def __call__(self, x, t, cond, rngs=None, t2=None):
+        c = self.cond(t, cond, x.shape[0], t2)
         for block in self.blocks:
             x = block(x, c, rngs)
         return self.final(x, c)
@@ -288,6 +289,8 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
       num_classes: class conditioning with null class ``num_classes`` (or ``cond=None``).
       cond_dim: width of the time / class vector feeding adaLN (default ``dim``).
       positions: ``"sincos"`` or ``"learned"``.
+      second_time: a second float input ``model(x, t, cond, t2=...)`` added to the
+        conditioning vector (off by default; :class:`diffjax.models.embeddings.Conditioning`).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -308,6 +311,7 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
         positions: str = "sincos",
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
+        second_time: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -340,11 +344,12 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
         self.backbone = DiTBackbone(
             dim, depth, heads, p2 * self.out_channels, mlp_ratio=mlp_ratio, dropout=dropout,
             num_classes=num_classes, cond_dim=cond_dim, time_embedding=time_embedding,
-            time_scale=time_scale, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            time_scale=time_scale, second_time=second_time, dtype=dtype,
+            param_dtype=param_dtype, rngs=rngs,
         )
         self.dim = dim
 
-    def __call__(self, x, t, cond=None, *, rngs=None) -> jax.Array:
+    def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
         x = jnp.asarray(x)
         want = (*self.image_size, self.in_channels)
         if x.ndim != 4 or x.shape[1:] != want:
@@ -354,5 +359,5 @@ class PatchTransformer(_ConditionalMixin, nnx.Module):
         h = self.patch_embed(patchify(x, self.patch_size))
         pos = self.pos[...] if self.pos is not None else sincos_2d(self.dim, self.grid)
         h = h + jnp.asarray(pos).astype(self.dtype)[None]
-        out = self.backbone(h, t, cond, rngs)
+        out = self.backbone(h, t, cond, rngs, t2)
         return unpatchify(out, self.patch_size, self.image_size, self.out_channels)

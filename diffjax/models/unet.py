@@ -173,6 +173,9 @@ class UNet(nnx.Module):
       skip_rescale: divide residual sums by sqrt(2) (DDPM++).
       attn_heads: attention heads (DDPM uses 1).
       time_embedding: ``"sinusoidal"`` or ``"fourier"``; ``time_scale`` its scale.
+      second_time: a second float input ``model(x, t, cond, t2=...)`` embedded like ``t``
+        and added to the conditioning vector (off by default; see
+        :class:`diffjax.models.embeddings.Conditioning`).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -194,6 +197,7 @@ class UNet(nnx.Module):
         attn_heads: int = 1,
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
+        second_time: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -233,7 +237,8 @@ class UNet(nnx.Module):
         emb_dim = 4 * ch
         self.cond = Conditioning(
             emb_dim, num_classes=num_classes, time_embedding=time_embedding,
-            time_scale=time_scale, freq_dim=ch, param_dtype=param_dtype, rngs=rngs,
+            time_scale=time_scale, freq_dim=ch, second_time=second_time,
+            param_dtype=param_dtype, rngs=rngs,
         )
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         rkw = dict(dropout=dropout, scale_shift=scale_shift, skip_rescale=skip_rescale, **kw)
@@ -291,14 +296,14 @@ class UNet(nnx.Module):
     def null_class(self) -> int | None:
         return self.cond.null_class
 
-    def __call__(self, x, t, cond=None, *, rngs=None) -> jax.Array:
+    def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
         x = jnp.asarray(x)
         want = (*self.image_size, self.in_channels)
         if x.ndim != 4 or x.shape[1:] != want:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, want))}) (NHWC); "
                              f"got {x.shape}.")
         rngs = dropout_rngs(self, rngs)
-        emb = self.cond(t, cond, x.shape[0])
+        emb = self.cond(t, cond, x.shape[0], t2)
 
         h = self.conv_in(x.astype(self.dtype))
         hs = [h]

@@ -7,11 +7,21 @@ and ``model_fn(params)`` for the samplers.
 * `gaussian`: `make_objective` -- schedule, prediction kind and loss (denoising, flow
   matching, VDM ELBO), class conditioning with condition dropout.
 * `discrete`: `make_discrete_objective` -- a masked or uniform discrete process and its bound.
+* `few_step`: `make_meanflow_objective`, `make_consistency_objective`,
+  `make_progressive_objective` -- few-step generators with their own samplers.
 """
 from diffjax.training.objectives.discrete import (DISCRETE_LOSSES, DiscreteObjective,
                                                   make_discrete_objective)
+from diffjax.training.objectives.few_step import (FEW_STEP_SAMPLERS, ConsistencyObjective,
+                                                  FewStepObjective, MeanFlowObjective,
+                                                  ProgressiveObjective,
+                                                  make_consistency_objective,
+                                                  make_meanflow_objective,
+                                                  make_progressive_objective)
 from diffjax.training.objectives.gaussian import LOSSES, Objective, make_objective
 from diffjax.training.objectives.network import Network
 
 __all__ = ["LOSSES", "Objective", "make_objective", "DISCRETE_LOSSES", "DiscreteObjective",
-           "make_discrete_objective", "Network"]
+           "make_discrete_objective", "Network", "FEW_STEP_SAMPLERS", "FewStepObjective",
+           "MeanFlowObjective", "ConsistencyObjective", "ProgressiveObjective",
+           "make_meanflow_objective", "make_consistency_objective", "make_progressive_objective"]

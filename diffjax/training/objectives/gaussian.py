@@ -101,8 +101,10 @@ class Objective(Network):
             lambda x, t, c: self.apply(params, x, t, c), cond, self.null_class, guidance_scale)
 
     # ------------------------------------------------------------------ the loss
-    def loss_fn(self, params: Any, batch: Mapping[str, jax.Array], key: jax.Array):
-        """``(loss, metrics)`` for ``training.make_train_step`` (see the module docstring)."""
+    def inputs(self, batch: Mapping[str, jax.Array], key: jax.Array):
+        """``(x0, mask or None, labels or None, k_loss, k_dropout)`` of a batch: the key is
+        split once, ``k_loss, k_cond, k_dropout = jax.random.split(key, 3)``, and ``k_cond``
+        drops labels to the null class with probability ``cond_drop``."""
         if self.x_key not in batch:
             raise ValueError(f"batch has no {self.x_key!r} entry (x_key); entries: {sorted(batch)}")
         x0 = batch[self.x_key]
@@ -116,6 +118,11 @@ class Objective(Network):
             cond = jnp.asarray(batch[self.label_key]).astype(jnp.int32)
             if self.cond_drop > 0:
                 cond = guidance.drop_condition(k_cond, cond, self.cond_drop, self.null_class)
+        return x0, mask, cond, k_loss, k_dropout
+
+    def loss_fn(self, params: Any, batch: Mapping[str, jax.Array], key: jax.Array):
+        """``(loss, metrics)`` for ``training.make_train_step`` (see the module docstring)."""
+        x0, mask, cond, k_loss, k_dropout = self.inputs(batch, key)
 
         def model_fn(x, t):
             return self.apply(params, x, t, cond, train=True, rngs=k_dropout)

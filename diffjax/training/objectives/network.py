@@ -40,12 +40,15 @@ class Network:
         return self.num_classes is not None
 
     def apply(self, params: Any, x: jax.Array, t: jax.Array, cond: Optional[jax.Array] = None,
-              *, train: bool = False, rngs: Any = None) -> jax.Array:
-        """The raw network output ``model(x, t, cond)`` (training variant if ``train``)."""
+              *, train: bool = False, rngs: Any = None, t2: Optional[jax.Array] = None
+              ) -> jax.Array:
+        """The raw network output ``model(x, t, cond)`` (training variant if ``train``);
+        ``t2`` is the second time input of a model built with ``second_time=True``."""
         graphdef = self.train_graphdef if train else self.eval_graphdef
         model = nnx.merge(graphdef, params, self.rest)
+        kw = {} if t2 is None else {"t2": t2}
         if self.conditional:
-            return model(x, t, cond, rngs=rngs)
+            return model(x, t, cond, rngs=rngs, **kw)
         if cond is not None:
             raise ValueError("cond was given but the model has no classes (num_classes=None).")
-        return model(x, t, rngs=rngs)
+        return model(x, t, rngs=rngs, **kw)
