@@ -162,7 +162,7 @@ def consistency_tangent(f_fn: Callable, x: jax.Array, t: jax.Array, dxdt: jax.Ar
 def consistency_loss(net_fn: Callable, x0: jax.Array, key, *, schedule: Schedule,
                      prediction: str, teacher_x0_fn: Optional[Callable] = None,
                      t_min: float = 1e-3, t_max: float = 1.0, time_mean: Optional[float] = None,
-                     time_std: float = 1.6, tangent_c: float = 0.1):
+                     time_std: float = 1.6, tangent_c: float = 0.1, dt: Optional[float] = None):
     """The continuous-time consistency loss per example, shape (B,), and
     ``{"tangent_rms": (B,)}`` (the rms of df/dt before normalisation).
 
@@ -174,8 +174,17 @@ def consistency_loss(net_fn: Callable, x0: jax.Array, key, *, schedule: Schedule
     [t_min, t_max]). The value is ``mean((out - sg(out + g))^2) = mean(g^2)`` with g the
     normalised tangent (module docstring): zero exactly when f is constant along the
     velocity. ``key`` is split into time and noise keys.
+
+    ``dt`` set: df/dt is the finite difference ``(f(x_t, t) - f(x_r, r)) / dt`` over
+    ``r = max(t - dt, 0)`` instead of the `jax.jvp` (discrete-time consistency: x_r is the
+    teacher's DDIM step from x_t for distillation, ``alpha_r x0 + sigma_r eps`` with the same
+    noise for training -- ECT's form), which does not differentiate the network's time
+    features (a network whose time embedding turns fast, e.g. sinusoidal at scale 1000, has a
+    time derivative that is mostly noise).
     """
     check_kind(prediction)
+    if dt is not None and not dt > 0:
+        raise ValueError(f"dt must be None (continuous time) or > 0, got {dt!r}")
     if tangent_c < 0:
         raise ValueError(f"tangent_c must be >= 0, got {tangent_c!r}")
     k_t, k_eps = jax.random.split(key)
@@ -199,7 +208,15 @@ def consistency_loss(net_fn: Callable, x0: jax.Array, key, *, schedule: Schedule
         return convert(net_fn(x, tt), x, tt, schedule, source=prediction, target="x0")
 
     out = net_fn(x_t, t)
-    _, dfdt = consistency_tangent(f_fn, x_t, t, dxdt.astype(x_t.dtype))
+    if dt is None:
+        _, dfdt = consistency_tangent(f_fn, x_t, t, dxdt.astype(x_t.dtype))
+    else:
+        r = jnp.maximum(t - dt, 0.0)
+        if teacher_x0_fn is None:
+            x_r = (expand(schedule.alpha(r), x0) * x0 + expand(schedule.sigma(r), x0) * eps)
+        else:
+            x_r = ddim_step(x0_hat, x_t, t, r, schedule)
+        dfdt = (f_fn(x_t, t) - f_fn(x_r.astype(x_t.dtype), r)) / expand(t - r, x_t)
     dfdt = jax.lax.stop_gradient(dfdt)
     g = -a * s * dfdt / x0_scale(schedule, t, prediction, x_t)
     rms = jnp.sqrt(_sq(g))

@@ -5,7 +5,14 @@ Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...
     data.name (toy sets, "digits", TFDS images, "imagenet256_latents"), .dequantize, .random_flip
     model.name ("mlp" | "unet" | "dit"), its widths, model.class_conditional
     diffusion.schedule (+ schedule_kwargs), .prediction, .loss, .weighting (+ weighting_kwargs),
-         .t_min (0 = the loss's default), .antithetic, .importance ("" = none), .cond_drop
+         .t_min (0 = the loss's default), .antithetic, .importance ("" = none), .cond_drop;
+         .loss = "meanflow" | "consistency" | "progressive" picks a few-step objective
+         (`diffjax.training.objectives.few_step`) whose own sampler is sample.solver = that name
+    few_step (few-step configs only): .teacher_workdir (a trained run to distill; "" = none),
+         .init_from_teacher, MeanFlow's .average_share, .time_mean, .time_std, .adaptive_p,
+         .adaptive_c; consistency's .dt (0 = continuous time), .tangent_c, .time_mean,
+         .time_std, .sample_t_max; progressive's .student_steps
+    model.second_time (MeanFlow: a second time input), model.time_scale (0 = default)
     sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
          .guidance_scale, .labels ("uniform" cycles the classes on a conditional model)
     eval.num_samples, .nll_examples, .nll_batch_size, .nll_rtol, .nll_atol, .nll_probes,
@@ -45,13 +52,15 @@ from flax import nnx
 
 import diffjax
 from diffjax import data as ddata
-from diffjax import models, platform, schedules
-from diffjax.training.objectives import Objective, make_objective
+from diffjax import models, platform, schedules, training
+from diffjax.training.objectives import (FewStepObjective, Objective, make_consistency_objective,
+                                         make_meanflow_objective, make_objective,
+                                         make_progressive_objective)
 from experiments import common, metrics, plots
 from experiments.tasks.base import Task
 
-__all__ = ["GaussianTask", "GuidedSampler", "class_labels", "generate", "sample_labels",
-           "sample_from_config", "build_schedule", "METRICS_FILE"]
+__all__ = ["GaussianTask", "GuidedSampler", "Teacher", "class_labels", "generate",
+           "sample_labels", "sample_from_config", "build_schedule", "draw_batch", "METRICS_FILE"]
 
 METRICS_FILE = "metrics.json"
 
@@ -71,11 +80,29 @@ def sample_labels(objective: Objective, config, num: int) -> Optional[np.ndarray
 
 
 def _sampler_kwargs(objective, solver: str, steps: int, t_min: float, grid) -> dict:
+    """What `draw_batch` needs: ``{"few_step": steps}`` for a few-step objective's own
+    sampler (``solver == objective.sampler``), else the arguments of ``diffjax.sample``."""
+    if isinstance(objective, FewStepObjective) and solver == objective.sampler:
+        return {"few_step": int(steps)}
     kw = dict(schedule=objective.schedule, prediction=objective.prediction, solver=solver,
               t_min=float(t_min), grid=common.opt(grid))
     if solver != "rk45":
         kw["steps"] = int(steps)
     return kw
+
+
+def draw_batch(objective, params, key, shape, kw: dict, *, cond=None, guidance_scale=1.0,
+               x_init=None):
+    """``(x, info)``: one batch from the sampler ``kw`` describes (`_sampler_kwargs`). The one
+    place that picks between a few-step objective's own sampler (``objective.sample``, exactly
+    ``steps`` network calls; a conditional one draws from ``cond`` without guidance) and the
+    ODE/SDE solvers of ``diffjax.sample`` on ``objective.model_fn``."""
+    if "few_step" in kw:
+        return objective.sample(params, key, shape, steps=kw["few_step"], cond=cond,
+                                x_init=x_init)
+    fn = objective.model_fn(params) if cond is None else \
+        objective.model_fn(params, cond, guidance_scale)
+    return diffjax.sample(fn, key, shape, x_init=x_init, **kw)
 
 
 def _config_sampler_kwargs(objective, config) -> dict:
@@ -95,10 +122,8 @@ def generate(objective: Objective, params, key, num: int, shape, *, solver: str,
 
     @platform.jit
     def draw(params, key, cond):
-        fn = objective.model_fn(params, cond, guidance_scale) if cond is not None else \
-            objective.model_fn(params)
-        x, _ = diffjax.sample(fn, key, (batch_size,) + shape, **kw)
-        return x
+        return draw_batch(objective, params, key, (batch_size,) + shape, kw, cond=cond,
+                          guidance_scale=guidance_scale)[0]
 
     if jax.process_count() == 1:  # one device is plenty for sampling on a single host
         params = jax.device_put(params, jax.local_devices()[0])
@@ -160,9 +185,8 @@ class GuidedSampler:
 
     def _draw_batch(self, params, key, labels, scale):
         self.traces += 1  # Python side effect: runs once per trace, not per call
-        fn = self.objective.model_fn(params, labels, scale)
-        x, _ = diffjax.sample(fn, key, (labels.shape[0],) + self.shape, **self.kw)
-        return x
+        return draw_batch(self.objective, params, key, (labels.shape[0],) + self.shape, self.kw,
+                          cond=labels, guidance_scale=scale)[0]
 
     def __call__(self, params, key, labels, scale) -> np.ndarray:
         labels = np.asarray(labels)
@@ -178,6 +202,126 @@ class GuidedSampler:
         x, _ = common.map_batches(lambda k, chunk: (self._draw(params, k, chunk, scale), None),
                                   key, len(labels), self.batch_size, labels.astype(np.int32))
         return x
+
+
+# ---------------------------------------------------------------------------- few-step models
+class Teacher:
+    """``teacher(x_t, t) -> x0 estimate`` of a trained run's EMA parameters, restored on the
+    first call (when a distillation loss is traced), so that sampling a distilled run never
+    needs its teacher. ``field`` names the config field that gave ``workdir`` in errors."""
+
+    def __init__(self, task, workdir: str, schedule, *, field: str = "few_step.teacher_workdir"):
+        self.task, self.workdir, self.schedule, self.field = task, workdir, schedule, field
+        self._loaded = None
+
+    def check(self):
+        """Raises a ValueError naming the field unless ``workdir`` holds a trained run on
+        this schedule with a checkpoint; returns the run's config."""
+        where = f"{self.field}={self.workdir!r}"
+        try:
+            config = common.load_config(self.workdir)
+        except FileNotFoundError:
+            raise ValueError(f"{where} is not the workdir of a training run (no "
+                             f"{common.CONFIG_FILE}); train the teacher first") from None
+        ckpt = os.path.join(self.workdir, common.CHECKPOINT_DIR)
+        if not os.path.isdir(ckpt) or not any(n.isdigit() for n in os.listdir(ckpt)):
+            raise ValueError(f"{where} has no checkpoint in {ckpt}; train the teacher first "
+                             f"(python -m experiments.train --workdir={self.workdir} ...)")
+        if build_schedule(config) != self.schedule:
+            raise ValueError(f"{where} was trained on the schedule {build_schedule(config)}, "
+                             f"the student uses {self.schedule}: they must agree")
+        return config
+
+    def load(self):
+        """``(objective, EMA params)`` of the teacher (restored once)."""
+        if self._loaded is None:
+            config = self.check()
+            objective, params, _, step = self.task.restore_params(config, self.workdir)
+            logging.info("Teacher: %s at step %d.", self.workdir, step)
+            self._loaded = objective, params
+        return self._loaded
+
+    def __call__(self, x, t):
+        objective, params = self.load()
+        out = objective.model_fn(params)(x, t)
+        return diffjax.convert(out, x, t, objective.schedule, source=objective.prediction,
+                               target="x0")
+
+
+def _few_step_config(config):
+    return config.get("few_step", None) or {}
+
+
+def _teacher(task, config) -> Optional[Teacher]:
+    workdir = common.opt(_few_step_config(config).get("teacher_workdir", ""))
+    if workdir is None or config.diffusion.loss not in _FEW_STEP:
+        return None
+    return Teacher(task, workdir, build_schedule(config))
+
+
+def _meanflow(task, config, model):
+    f = _few_step_config(config)
+    return make_meanflow_objective(
+        model, average_share=float(f.get("average_share", 0.25)),
+        time_mean=float(f.get("time_mean", -0.4)), time_std=float(f.get("time_std", 1.0)),
+        adaptive_p=float(f.get("adaptive_p", 1.0)), adaptive_c=float(f.get("adaptive_c", 1e-3)),
+        teacher=_teacher(task, config), cond_drop=float(config.diffusion.get("cond_drop", 0.0)))
+
+
+def _consistency(task, config, model):
+    f, d = _few_step_config(config), config.diffusion
+    time_mean = f.get("time_mean", None)
+    return make_consistency_objective(
+        model, schedule=build_schedule(config), prediction=d.prediction,
+        teacher=_teacher(task, config), t_min=float(d.get("t_min", 0.0) or 1e-3),
+        time_mean=None if time_mean in (None, "") else float(time_mean),
+        time_std=float(f.get("time_std", 1.6)), tangent_c=float(f.get("tangent_c", 0.1)),
+        sample_t_max=float(f.get("sample_t_max", 1.0)),
+        dt=None if f.get("dt", None) in (None, "", 0, 0.0) else float(f.get("dt")),
+        cond_drop=float(d.get("cond_drop", 0.0)))
+
+
+def _progressive(task, config, model):
+    f, d = _few_step_config(config), config.diffusion
+    teacher = _teacher(task, config)
+    if teacher is None:
+        raise ValueError("diffusion.loss='progressive' needs few_step.teacher_workdir (the run "
+                         "to distill)")
+    return make_progressive_objective(
+        model, schedule=build_schedule(config), prediction=d.prediction, teacher=teacher,
+        student_steps=int(f.get("student_steps", 1)), cond_drop=float(d.get("cond_drop", 0.0)))
+
+
+# config.diffusion.loss -> builder of the few-step objective (each brings its own sampler)
+_FEW_STEP = {"meanflow": _meanflow, "consistency": _consistency, "progressive": _progressive}
+
+
+class _DistillExperiment(common.Experiment):
+    """A run with a teacher: the teacher is restored up front (not inside the traced train
+    step), and a fresh run starts from the teacher's parameters."""
+
+    def __init__(self, task, config, workdir: str, *, mesh=None):
+        super().__init__(task, config, workdir, mesh=mesh)
+        self.objective.teacher.load()
+
+    def restore_or_init(self):
+        teacher = self.objective.teacher
+        init = bool(_few_step_config(self.config).get("init_from_teacher", True))
+        if not init or self.checkpointer.latest_step() is not None:
+            return super().restore_or_init()
+        _, params = teacher.load()
+        mine = jax.tree.map(jnp.shape, self.params)
+        theirs = jax.tree.map(jnp.shape, params)
+        if jax.tree.structure(mine) != jax.tree.structure(theirs) or \
+                jax.tree.leaves(mine) != jax.tree.leaves(theirs):
+            raise ValueError(f"few_step.teacher_workdir={teacher.workdir!r} holds a model of "
+                             f"another architecture; set few_step.init_from_teacher=False or "
+                             f"copy the teacher's model section")
+        logging.info("Starting from the teacher's EMA parameters (%s).", teacher.workdir)
+        params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
+        state = training.create_train_state(params, self.optimizer,
+                                            rng=int(self.config.seed) + 1)
+        return self.train_step.place(state), None
 
 
 # ---------------------------------------------------------------------------- the task
@@ -205,6 +349,10 @@ class GaussianTask(Task):
         kw = dict(num_classes=num_classes, dropout=float(m.dropout),
                   dtype=common.dtype(m.get("dtype", "float32")),
                   time_embedding=m.get("time_embedding", "sinusoidal"), rngs=rngs)
+        if m.get("second_time", False):  # MeanFlow's t - r (off: the models as before)
+            kw["second_time"] = True
+        if m.get("time_scale", 0.0):  # 0: the embedding's default (1000 for sinusoidal)
+            kw["time_scale"] = float(m.time_scale)
         if m.name == "mlp":
             return models.MLP(int(np.prod(info.shape)), hidden=int(m.hidden), depth=int(m.depth),
                               time_embed_dim=int(m.time_embed_dim),
@@ -232,13 +380,28 @@ class GaussianTask(Task):
                          f"'gaussian' (the text task takes 'token_transformer'), got {m.name!r}")
 
     def build_objective(self, config, model: nnx.Module):
+        """The objective ``config.diffusion.loss`` names: the diffusion losses of
+        `make_objective`, or a few-step objective (``"meanflow"``, ``"consistency"``,
+        ``"progressive"``) with the options of ``config.few_step`` (`_FEW_STEP`). A teacher
+        (``few_step.teacher_workdir``) is restored only when the loss is first traced."""
         d = config.diffusion
+        if d.loss in _FEW_STEP:
+            return _FEW_STEP[d.loss](self, config, model)
         return make_objective(
             model, schedule=build_schedule(config), prediction=d.prediction, loss=d.loss,
             weighting=d.weighting, weighting_kwargs=dict(d.get("weighting_kwargs", {}) or {}),
             t_min=d.get("t_min", 0.0) or None, antithetic=bool(d.antithetic),
             importance=common.opt(d.get("importance", "")),
             cond_drop=float(d.get("cond_drop", 0.0)))
+
+    def experiment(self, config, workdir: str, *, mesh=None) -> common.Experiment:
+        """Training: a run with a teacher checks the teacher's workdir first and starts from
+        the teacher's parameters (``few_step.init_from_teacher``, default True)."""
+        teacher = _teacher(self, config)
+        if teacher is None:
+            return common.Experiment(self, config, workdir, mesh=mesh)
+        teacher.check()
+        return _DistillExperiment(self, config, workdir, mesh=mesh)
 
     def sample_fn(self, config, objective, info, batch_size: int):
         s = config.sample
@@ -247,18 +410,19 @@ class GaussianTask(Task):
         x_init = np.zeros(shape, np.float32)
         if not objective.conditional:
             def fn(params, key, x_init):
-                return diffjax.sample(objective.model_fn(params), key, shape, x_init=x_init,
-                                      **kw)[0]
+                return draw_batch(objective, params, key, shape, kw, x_init=x_init)[0]
             return fn, (x_init,)
         scale = float(s.get("guidance_scale", 1.0))
 
         def guided(params, key, x_init, labels):
-            return diffjax.sample(objective.model_fn(params, labels, scale), key, shape,
-                                  x_init=x_init, **kw)[0]
+            return draw_batch(objective, params, key, shape, kw, cond=labels,
+                              guidance_scale=scale, x_init=x_init)[0]
         return guided, (x_init, np.zeros(shape[:1], np.int32))
 
     def sample_nfe(self, config, objective, info) -> int:
         kw = _config_sampler_kwargs(objective, config)
+        if "few_step" in kw:
+            return kw["few_step"]
         _, out = diffjax.sample(lambda x, t: jnp.zeros_like(x), jax.random.key(0),
                                 (1,) + tuple(int(d) for d in info.shape), **kw)
         return int(out["nfe"])
@@ -395,7 +559,10 @@ class GaussianTask(Task):
                                           data=reference, title=f"{config.name} step {step}")
             out["figure"] = os.path.basename(figure)
 
-        if nll_examples > 0:
+        if nll_examples > 0 and not getattr(objective, "likelihood", True):
+            logging.info("No ODE likelihood for a %s model (its network is not a diffusion "
+                         "model).", type(objective).__name__)
+        elif nll_examples > 0:
             t0 = time.perf_counter()
             data, num_bins = self._heldout(config, nll_examples, seed)
             nll = metrics.ode_bits_per_dim(

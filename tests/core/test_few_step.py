@@ -199,3 +199,23 @@ def test_progressive_loss_on_the_student_grid():
     with pytest.raises(ValueError, match="steps"):
         few_step.progressive_loss(denoiser, denoiser, x0, jax.random.key(16), schedule=SCHED,
                                   prediction="x0", student_steps=0)
+
+
+@pytest.mark.parametrize("teacher", [True, False])
+def test_discrete_consistency_tangent_tends_to_the_continuous_one(teacher):
+    # dt set: df/dt by a finite difference along the teacher's DDIM step (distillation) or
+    # the same-noise forward process (training); as dt -> 0 it is the jvp tangent.
+    x0 = MU + S * jax.random.normal(jax.random.key(17), (B, 2), jnp.float64)
+    net = lambda x, t: convert(f_exact(x, t) + 0.2 * t[:, None] * x, x, t, SCHED, source="x0",
+                               target="v")
+    kw = dict(schedule=SCHED, prediction="v", teacher_x0_fn=denoiser if teacher else None,
+              t_min=0.05, t_max=0.95)
+    key = jax.random.key(18)
+    cont, aux_c = few_step.consistency_loss(net, x0, key, **kw)
+    disc, aux_d = few_step.consistency_loss(net, x0, key, dt=1e-6, **kw)
+    np.testing.assert_allclose(aux_d["tangent_rms"], aux_c["tangent_rms"], rtol=1e-4)
+    np.testing.assert_allclose(disc, cont, rtol=1e-4)
+    coarse, _ = few_step.consistency_loss(net, x0, key, dt=0.1, **kw)
+    assert float(jnp.max(jnp.abs(coarse - cont))) > 1e-6  # a real finite difference
+    with pytest.raises(ValueError, match="dt"):
+        few_step.consistency_loss(net, x0, key, dt=0.0, **kw)

@@ -123,6 +123,7 @@ class ConsistencyObjective(FewStepObjective):
     time_std: float = 1.6
     tangent_c: float = 0.1
     sample_t_max: float = 1.0
+    dt: Optional[float] = None
 
     @property
     def likelihood(self) -> bool:
@@ -145,7 +146,7 @@ class ConsistencyObjective(FewStepObjective):
             net, jnp.asarray(x0), k_loss, schedule=self.schedule, prediction=self.prediction,
             teacher_x0_fn=self.teacher, t_min=1e-3 if self.t_min is None else self.t_min,
             t_max=self.t_max, time_mean=self.time_mean, time_std=self.time_std,
-            tangent_c=self.tangent_c)
+            tangent_c=self.tangent_c, dt=self.dt)
         return self._finish(per_example, aux, mask)
 
     def sample(self, params: Any, key, shape, *, steps: int, cond=None, x_init=None):
@@ -240,10 +241,14 @@ def make_consistency_objective(model: nnx.Module, *, schedule: Schedule, predict
                                teacher: Optional[Callable] = None, t_min: float = 1e-3,
                                t_max: float = 1.0, time_mean: Optional[float] = None,
                                time_std: float = 1.6, tangent_c: float = 0.1,
-                               sample_t_max: float = 1.0, cond_drop: float = 0.0,
-                               x_key: str = "x", label_key: str = "label"):
+                               sample_t_max: float = 1.0, dt: Optional[float] = None,
+                               cond_drop: float = 0.0, x_key: str = "x",
+                               label_key: str = "label"):
     """``(ConsistencyObjective, params)``: distillation from ``teacher`` (an x0 estimate on
-    ``schedule``), or consistency training without one."""
+    ``schedule``), or consistency training without one; ``dt`` set: the discrete-time
+    tangent (``diffjax.few_step.consistency_loss``)."""
+    if dt is not None and not dt > 0:
+        raise ValueError(f"dt must be None (continuous time) or > 0, got {dt!r}")
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a diffjax.schedules.Schedule, got "
                          f"{type(schedule).__name__}")
@@ -261,7 +266,8 @@ def make_consistency_objective(model: nnx.Module, *, schedule: Schedule, predict
         schedule=schedule, prediction=prediction, loss="consistency", sampler="consistency",
         teacher=teacher, t_min=float(t_min), t_max=float(t_max),
         time_mean=None if time_mean is None else float(time_mean), time_std=float(time_std),
-        tangent_c=float(tangent_c), sample_t_max=float(sample_t_max), **kw)
+        tangent_c=float(tangent_c), sample_t_max=float(sample_t_max),
+        dt=None if dt is None else float(dt), **kw)
     return objective, params
 
 
