@@ -99,8 +99,8 @@ def main(argv=None) -> int:
                      f"{summary.get('train_seconds', float('nan')):.0f} s) {s['solver']} "
                      f"{s['steps']} steps: {_quality(out['sample_quality'])}")
         print(parts[-1], flush=True)
-    n = args.num_samples
-    result = (f"{n or 'config.eval'} samples per figure. " if True else "") + " // ".join(parts)
+    result = (f"{args.num_samples or 'config.eval.num_samples'} samples per figure; "
+              + " // ".join(parts))
     if args.norecord:
         print(result)
     else:
