@@ -89,7 +89,9 @@ def main(argv=None) -> int:
             out, _ = _evaluate(workdir, k, args.num_samples)
             figures.append(f"{k} call{'s' if k > 1 else ''}: {_quality(out['sample_quality'])}")
             print(f"{config} {workdir} K={k}: {_quality(out['sample_quality'])}", flush=True)
-        parts.append(f"{config} ({summary.get('step')} steps, training "
+        label = f"{config} [{os.path.basename(os.path.normpath(workdir))}" + \
+            (f": {', '.join(overrides)}]" if overrides else "]")
+        parts.append(f"{label} ({summary.get('step')} steps, training "
                      f"{summary.get('train_seconds', float('nan')):.0f} s): " + "; ".join(figures))
     for workdir in args.baseline:
         out, _ = _evaluate(workdir, None, args.num_samples)
