@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import grids
+from diffjax.grids import named as grids
 from diffjax.parameterization import check_kind
 from diffjax.schedules import Schedule
 from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float

@@ -1,4 +1,4 @@
-"""Time discretisations for sampling: descending grids ``[t_max, ..., t_min]`` of length steps + 1.
+"""The named, closed-form time grids: descending ``[t_max, ..., t_min]`` of length steps + 1.
 
 * ``uniform_t``       equal steps in t.
 * ``uniform_logsnr``  equal steps in logsnr (the natural grid of exponential integrators).

@@ -1,0 +1,11 @@
+"""Time discretisations for sampling: descending grids ``[t_max, ..., t_min]`` of length steps + 1.
+
+* ``uniform_t``, ``uniform_logsnr``, ``karras``: closed-form grids by name (``named``); a
+  sampler builds them from ``grid=`` and ``steps=``.
+* ``optimize``: a grid fitted to a model and a solver (``optimize``), passed to a sampler as
+  ``ts=``.
+"""
+from diffjax.grids.named import GRIDS, NAMES, check_ts, get, karras, uniform_logsnr, uniform_t
+from diffjax.grids.optimize import optimize
+
+__all__ = ["uniform_t", "uniform_logsnr", "karras", "get", "NAMES", "GRIDS", "check_ts", "optimize"]
