@@ -12,12 +12,12 @@ _CORE = [
 TESTS = {
     "diffjax/schedules.py": _CORE,
     "diffjax/parameterization.py": _CORE,
-    "diffjax/grids.py": _CORE,
+    "diffjax/grids/named.py": _CORE,
     "diffjax/losses.py": _CORE,
     "diffjax/likelihood.py": _CORE,
 }
 
-_S, _P, _G, _L, _K = (f"diffjax/{f}.py" for f in ("schedules", "parameterization", "grids", "losses", "likelihood"))
+_S, _P, _G, _L, _K = (f"diffjax/{f}.py" for f in ("schedules", "parameterization", "grids/named", "losses", "likelihood"))
 
 MUTANTS = [
     # --- schedules: values, inverses, derivatives ---------------------------------------

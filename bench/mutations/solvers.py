@@ -46,12 +46,37 @@ TESTS = {
         GE + "::test_inpainting_keeps_known_values_and_samples_the_conditional",
         GE + "::test_repaint_with_multistep_solvers_stays_finite_and_conditional",
         GE + "::test_sdedit_interpolates_between_the_input_and_the_model"],
+    S + "unipc.py": ["tests/core/test_unipc.py"],
+    "diffjax/grids/optimize.py": ["tests/core/test_grid_optimize.py"],
     "diffjax/gaussian.py": [
         STEPS + "::test_gaussian_process_posterior_is_the_ddpm_posterior",
         "tests/core/test_likelihood_and_losses.py::test_gaussian_process_posterior_marginalises_to_the_forward_marginal"],
 }
 
 MUTANTS = [
+    # --- UniPC and fitted grids ----------------------------------------------------------------
+    Mutant("solvers.unipc.phi_recursion_factorial", S + "unipc.py",
+           "g = g / hh - 1.0 / math.factorial(k + 1)", "g = g / hh - 1.0 / math.factorial(k + 2)"),
+    Mutant("solvers.unipc.predictor_2_weight_one", S + "unipc.py",
+           "pred = {2: [0.5],", "pred = {2: [1.0],"),
+    Mutant("solvers.unipc.corrector_1_weight_one", S + "unipc.py",
+           "corr = {1: [0.5],", "corr = {1: [1.0],"),
+    Mutant("solvers.unipc.bh_variants_swapped", S + "unipc.py",
+           'big_b = hh if variant == "bh1" else jnp.expm1(hh)', 'big_b = jnp.expm1(hh) if variant == "bh1" else hh'),
+    Mutant("solvers.unipc.history_order_swapped", S + "unipc.py",
+           "lam_prev=(lam, l1, l2)", "lam_prev=(lam, l2, l1)"),
+    Mutant("solvers.unipc.no_lower_order_final", S + "unipc.py",
+           "jnp.where(is_last, min(self.order, 2), self.order)", "jnp.where(is_last, self.order, self.order)"),
+    Mutant("solvers.unipc.correction_sign", S + "unipc.py",
+           "x = (x - a * jnp.where(valid, big_b, 0.0) * delta)", "x = (x + a * jnp.where(valid, big_b, 0.0) * delta)"),
+    Mutant("solvers.unipc.predictor_weight_not_removed", S + "unipc.py",
+           "c2 = jnp.where(order >= 3, rc[1], 0.0) - rp[1]", "c2 = jnp.where(order >= 3, rc[1], 0.0)"),
+    Mutant("grids.optimize.last_iterate_not_best", "diffjax/grids/optimize.py",
+           "return jnp.where(jnp.isfinite(final) & (final < best), z, best_z)", "return z0"),
+    Mutant("grids.optimize.gradient_ascent", "diffjax/grids/optimize.py",
+           "opt.update(jnp.where(ok, g, 0.0), opt_state, z)", "opt.update(jnp.where(ok, -g, 0.0), opt_state, z)"),
+    Mutant("grids.optimize.ends_not_pinned", "diffjax/grids/optimize.py",
+           "return ts.at[0].set(t_max).at[-1].set(t_min)", "return ts"),
     # --- deterministic single-step solvers ---------------------------------------------------
     Mutant("solvers.euler.sigma_not_rescaled", S + "euler.py",
            "x_next = ratio * x + (s_n - ratio * s) * eps",
