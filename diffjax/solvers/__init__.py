@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax.solvers import euler, heun, ddim, dpmpp_2m, dpmpp_3m, unipc, rk45, ddpm, euler_maruyama, pc  # noqa: F401 (registers them, in this order)
+from diffjax.solvers import euler, heun, ddim, dpmpp_2m, dpmpp_3m, unipc, ipndm, deis, rk45, ddpm, euler_maruyama, pc  # noqa: F401 (registers them, in this order)
 from diffjax.solvers import driver
 from diffjax.solvers._base import SOLVERS, Denoiser, Solver
 

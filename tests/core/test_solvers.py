@@ -6,7 +6,7 @@ import pytest
 import diffjax as dj
 from core_oracle import Mixture, gaussian, two_bumps
 
-ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp", "unipc", "rk45", "ddpm", "euler_maruyama",
+ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp", "unipc", "ipndm", "deis", "rk45", "ddpm", "euler_maruyama",
        "pc")
 FIXED_GRID = tuple(s for s in ALL if s != "rk45")
 
@@ -135,7 +135,7 @@ def test_deterministic_property_says_whether_the_key_matters():
         solver = dj.solvers.get(name)(**opts)
         assert solver.deterministic == np.array_equal(*outs), (name, opts)
     assert set(dj.solvers.DETERMINISTIC) == {"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m",
-                                             "dpmpp_3m_exp", "rk45"}
+                                             "dpmpp_3m_exp", "unipc", "ipndm", "deis", "rk45"}
     assert set(dj.solvers.STOCHASTIC) == {"ddpm", "euler_maruyama", "pc"}
 
 
