@@ -9,6 +9,7 @@ from core_oracle import Mixture, gaussian, two_bumps
 ALL = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp", "unipc", "ipndm", "deis", "rk45", "ddpm", "euler_maruyama",
        "pc")
 FIXED_GRID = tuple(s for s in ALL if s != "rk45")
+MULTISTEP = ("dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m", "dpmpp_3m_exp", "unipc", "ipndm", "deis")
 
 
 def test_registry_has_every_solver():
@@ -31,13 +32,12 @@ def _sweep(solver, cases):
 @pytest.mark.parametrize("solver", FIXED_GRID)
 def test_steps_1_to_50_never_give_nan(solver):
     # Rectified flow from t = 1 (infinite logsnr, alpha = 0: every singular branch) at a spread
-    # of step counts -- for the multistep solvers every count 1..10 (every warm-up path) -- and
-    # VP with an eps model. Every count compiles anew; the slow test below sweeps every count
-    # 1..50.
-    counts = (*range(1, 11), 13, 16, 21, 32, 50) if solver.startswith("dpmpp") else \
-        (1, 2, 3, 4, 5, 8, 16, 50)
+    # of step counts -- for the multistep solvers every count 1..7 (every warm-up path up to
+    # order 4 and the lowered final orders) -- and VP with an eps model. Every count compiles
+    # anew; the slow test below sweeps every count 1..50.
+    counts = (1, 2, 3, 4, 5, 6, 7, 10, 50) if solver in MULTISTEP else (1, 2, 3, 5, 50)
     _sweep(solver, [(dj.schedules.rectified_flow(), "flow", counts),
-                    (dj.schedules.linear_vp(), "eps", (1, 2, 3, 5, 50))])
+                    (dj.schedules.linear_vp(), "eps", (1, 2, 50))])
 
 
 @pytest.mark.slow
@@ -129,9 +129,10 @@ def test_deterministic_property_says_whether_the_key_matters():
     x_init = jnp.asarray(np.random.default_rng(0).standard_normal((8, 2)), jnp.float32)
     cases = [(name, {}) for name in ALL] + [("ddim", {"eta": 0.0}), ("ddim", {"eta": 0.5})]
     for name, opts in cases:
-        outs = [np.asarray(dj.sample(model, jax.random.PRNGKey(k), x_init.shape, schedule=sch, prediction="eps",
-                                     solver=name, steps=3, x_init=x_init, denoise_final=False, **opts)[0])
-                for k in (0, 1)]
+        run = jax.jit(lambda key, name=name, opts=opts: dj.sample(
+            model, key, x_init.shape, schedule=sch, prediction="eps", solver=name, steps=3, x_init=x_init,
+            denoise_final=False, **opts)[0])
+        outs = [np.asarray(run(jax.random.PRNGKey(k))) for k in (0, 1)]
         solver = dj.solvers.get(name)(**opts)
         assert solver.deterministic == np.array_equal(*outs), (name, opts)
     assert set(dj.solvers.DETERMINISTIC) == {"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_exp", "dpmpp_3m",
