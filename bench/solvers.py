@@ -2,11 +2,12 @@
 
     python bench/solvers.py [--quick] [--no-record]   (only a complete run appends to RESULTS.md)
 
-1. Accuracy (the protocol of issue 2): VE schedule with sigma_min = 0.002, sigma_max = 80;
-   ``standard_mixture(dim=2, seed=0)`` from ``shared/conformance/oracles.py`` with its exact x0
-   denoiser; 256 starts x_init = 80 N(0, I) at t = 1; each deterministic solver integrates to
-   t = 0 (sigma_min) on its default grid, and the RMS error against ``reference_ode`` (scipy
-   DOP853, rtol 1e-11) is printed for 5, 10, 20, 40 and 80 model calls. Stochastic solvers do
+1. Accuracy: VE schedule with sigma_min = 0.002, sigma_max = 80; ``standard_mixture(dim=2,
+   seed=0)`` from the conformance oracles with its exact x0 denoiser; 256 starts x_init = 80 N(0, I)
+   at t = 1; each deterministic solver integrates to t = 0 (sigma_min) on its default grid, and the
+   RMS error against ``reference_ode`` (scipy DOP853, rtol 1e-11) is printed for 3, 4, 5, 6, 8, 10
+   and 20 model calls; then the same with ``grids.optimize`` (fitted on 256 other starting noises),
+   and, to check that defaults carry over, the default grids on two other mixtures and schedules. Stochastic solvers do
    not converge to the ODE solution; for them the sliced Wasserstein-1 distance of 4000
    samples to 4000 exact data samples is printed instead (0.01-0.02 is the sampling noise floor).
    rk45 is adaptive: its row sweeps the tolerance and prints the NFE it used.
@@ -40,7 +41,10 @@ from oracles import RefSchedule, sliced_wasserstein, standard_mixture  # noqa: E
 sys.path.insert(0, HERE)
 import results  # noqa: E402  (bench/results.py)
 
-NFES = (5, 10, 20, 40, 80)
+NFES = (3, 4, 5, 6, 8, 10, 20)
+KDIFF_BEST = {5: 1.30e-1, 10: 6.7e-2}  # k-diffusion's best solver on this protocol (its default grids)
+TARGETS = {"default 5": 6.5e-2, "default 10": 1.0e-2, "optimized 5": 3e-2}
+OPTIMIZE = ("ddim", "dpmpp_2m", "unipc", "ipndm", "deis")  # solvers fitted with grids.optimize
 
 
 def _fixed_grid_solvers(deterministic):
@@ -58,56 +62,111 @@ STOCHASTIC = _fixed_grid_solvers(False)
 CALLS_PER_STEP = {"heun": 2, "pc": 2}
 
 
-def accuracy(quick=False):
-    gm = standard_mixture(dim=2, seed=0)
-    ref_s = RefSchedule("ve", dict(sigma_min=0.002, sigma_max=80.0))
-    sch = dj.schedules.ve(0.002, 80.0)
-    model = gm.model_fn(ref_s, "x0")
-    x_init = 80.0 * np.random.default_rng(0).standard_normal((256, 2))
-    t0 = time.perf_counter()
-    ref = gm.reference_ode(x_init, 1.0, 0.0, ref_s)
-    print(f"reference ODE (DOP853) in {time.perf_counter() - t0:.1f}s")
+class Problem:
+    """A Gaussian mixture with its exact denoiser, a schedule and 256 starts at t_max with their
+    exact ODE solutions at t_min (scipy DOP853, rtol 1e-11)."""
 
-    def run(solver, steps=None, key=0, shape=None, **kw):
-        xi = None if shape else jnp.asarray(x_init)
-        x, info = dj.sample(model, jax.random.PRNGKey(key), shape or x_init.shape, schedule=sch, prediction="x0",
-                            solver=solver, steps=steps, t_min=0.0, t_max=1.0, x_init=xi, denoise_final=False, **kw)
-        return np.asarray(x), int(info["nfe"])
+    def __init__(self, name, gm, ref_schedule, schedule, prediction, t_min, t_max=1.0, seed=0):
+        self.name, self.gm, self.sch, self.prediction = name, gm, schedule, prediction
+        self.t_min, self.t_max = t_min, t_max
+        self.model = gm.model_fn(ref_schedule, prediction)
+        s_max = float(schedule.sigma(jnp.float64(t_max)))
+        self.x_init = s_max * np.random.default_rng(seed).standard_normal((256, gm.dim))
+        self.ref = gm.reference_ode(self.x_init, t_max, t_min, ref_schedule)
 
-    print("\n== RMS error vs the exact ODE solution at sigma_min (VE 0.002..80, 256 starts) ==")
-    print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>14}" for n in NFES))
-    best = {}
-    for solver in DETERMINISTIC:
+    def error(self, solver, steps=None, ts=None, **kw):
+        x, info = dj.sample(self.model, jax.random.PRNGKey(0), self.x_init.shape, schedule=self.sch,
+                            prediction=self.prediction, solver=solver, steps=steps, ts=ts, t_min=self.t_min,
+                            t_max=self.t_max, x_init=jnp.asarray(self.x_init), denoise_final=False, **kw)
+        return float(np.sqrt(np.mean((np.asarray(x) - self.ref) ** 2))), int(info["nfe"])
+
+    def fitted_grid(self, solver, steps):
+        """grids.optimize on 256 other starting noises (key 1), fitted without the exact solution."""
+        return dj.grids.optimize(self.model, jax.random.PRNGKey(1), self.x_init.shape, schedule=self.sch,
+                                 prediction=self.prediction, steps=steps, solver=solver, t_min=self.t_min,
+                                 t_max=self.t_max, denoise_final=False, dtype=jnp.float64)
+
+
+def main_problem():
+    """The protocol of the solver issues: VE 0.002..80, the standard 2-D mixture, t 1 -> 0."""
+    return Problem("VE 0.002..80, standard 2-D mixture, x0 model", standard_mixture(dim=2, seed=0),
+                   RefSchedule("ve", dict(sigma_min=0.002, sigma_max=80.0)), dj.schedules.ve(0.002, 80.0), "x0", 0.0)
+
+
+def other_problems():
+    """Other data and schedules, to check that defaults chosen on the main problem carry over."""
+    return [
+        Problem("cosine VP, 8-D mixture of 8 (std 0.15, scale 1.5), eps model", standard_mixture(8, 1, 8, 1.5, 0.15),
+                RefSchedule("cosine", {}), dj.schedules.cosine(), "eps", 1e-3),
+        Problem("rectified flow, 16-D mixture of 3 (std 0.5, scale 0.5), flow model", standard_mixture(16, 2, 3, 0.5, 0.5),
+                RefSchedule("rectified_flow", {}), dj.schedules.rectified_flow(), "flow", 1e-3, t_max=0.999),
+    ]
+
+
+def _table(problem, solvers, nfes, title):
+    print(f"\n== {title}: {problem.name}; RMS error vs the exact ODE solution (256 starts) ==")
+    print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>12}" for n in nfes))
+    out = {}
+    for solver in solvers:
         row = []
-        for n in NFES:
+        for n in nfes:
             steps = max(1, n // CALLS_PER_STEP.get(solver, 1))
-            x, used = run(solver, steps)
-            err = float(np.sqrt(np.mean((x - ref) ** 2)))
-            best[(solver, n)] = err
-            row.append(f"{err:10.3g} ({used:>2})" if used != n else f"{err:14.3g}")
-        print(f"{solver:<16}" + "".join(f"{c:>14}" for c in row))
+            err, used = problem.error(solver, steps)
+            out[(solver, n)] = err
+            row.append(f"{err:8.3g} ({used:>2})" if used != n else f"{err:12.3g}")
+        print(f"{solver:<16}" + "".join(f"{c:>12}" for c in row), flush=True)
+    return out
+
+
+def accuracy(quick=False, optimize=True):
+    t0 = time.perf_counter()
+    prob = main_problem()
+    print(f"reference ODE (DOP853) in {time.perf_counter() - t0:.1f}s")
+    best = _table(prob, DETERMINISTIC, NFES, "default grids")
     row = []
     for tol in (1e-2, 1e-3, 1e-4, 1e-5, 1e-7):
-        x, used = run("rk45", rtol=tol, atol=tol)
-        row.append(f"tol {tol:.0e}: {float(np.sqrt(np.mean((x - ref) ** 2))):.3g} @ {used} NFE")
+        err, used = prob.error("rk45", rtol=tol, atol=tol)
+        row.append(f"tol {tol:.0e}: {err:.3g} @ {used} NFE")
     print(f"{'rk45':<16}" + "; ".join(row))
-    b10 = min((best[(s, 10)], s) for s in DETERMINISTIC)
-    print(f"\nbest at 10 NFE: {b10[1]} with RMS {b10[0]:.3g} (target <= 3e-2; k-diffusion's best 6.7e-2, "
-          f"ratio {b10[0] / 6.7e-2:.2f}x)")
-
+    fitted = {}
+    if optimize:
+        print("\n== the same with grids.optimize (fitted on 256 other starting noises) ==")
+        print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>12}" for n in NFES))
+        for solver in (s for s in OPTIMIZE if s in DETERMINISTIC):
+            row = []
+            for n in NFES:
+                t1 = time.perf_counter()
+                err, _ = prob.error(solver, ts=prob.fitted_grid(solver, n))
+                fitted[(solver, n)] = err
+                row.append(f"{err:12.3g}")
+            print(f"{solver:<16}" + "".join(row) + f"   (fit {time.perf_counter() - t1:.0f}s at NFE 20)", flush=True)
+    summary = []
+    for n in (5, 10):
+        e, s = min((best[(s, n)], s) for s in DETERMINISTIC)
+        summary.append(f"best at {n} NFE on its default grid: {s} {e:.3g} (target <= {TARGETS[f'default {n}']:.2g}; "
+                       f"{e / KDIFF_BEST[n]:.2f}x k-diffusion's best {KDIFF_BEST[n]:.2g})")
+    if fitted:
+        e, s = min((fitted[(s, 5)], s) for s in OPTIMIZE if (s, 5) in fitted)
+        summary.append(f"best at 5 NFE with grids.optimize: {s} {e:.3g} (target <= {TARGETS['optimized 5']:.2g})")
+    print("\n" + "\n".join(summary))
     if quick:
-        return best
+        return best, fitted, summary
+    for other in other_problems():
+        _table(other, DETERMINISTIC, (3, 5, 10, 20, 40), "other data")
+
+    gm = prob.gm
     truth = gm.sample(np.random.default_rng(1), 4000)
     print("\n== stochastic solvers: sliced W1 of 4000 samples to exact data samples (noise floor ~0.01-0.02) ==")
-    print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>14}" for n in NFES + (320,)))
+    print(f"{'solver':<16}" + "".join(f"{'NFE=' + str(n):>12}" for n in NFES + (320,)))
     for solver in STOCHASTIC:
         row = []
         for n in NFES + (320,):
             steps = max(1, n // CALLS_PER_STEP.get(solver, 1))
-            x, used = run(solver, steps, key=3, shape=(4000, 2))
-            row.append(f"{sliced_wasserstein(x, truth):14.3g}")
+            x, _ = dj.sample(prob.model, jax.random.PRNGKey(3), (4000, 2), schedule=prob.sch, prediction="x0",
+                             solver=solver, steps=steps, t_min=0.0, t_max=1.0, denoise_final=False)
+            row.append(f"{sliced_wasserstein(np.asarray(x), truth):12.3g}")
         print(f"{solver:<16}" + "".join(row))
-    return best
+    return best, fitted, summary
 
 
 def compile_times():
@@ -178,17 +237,22 @@ def overhead():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="accuracy table only, no stochastic rows (not recorded)")
+    ap.add_argument("--quick", action="store_true", help="the main accuracy tables only (not recorded)")
+    ap.add_argument("--no-optimize", action="store_true", help="skip the grids.optimize table (not recorded)")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
-    best = accuracy(args.quick)
+    best, fitted, summary = accuracy(args.quick, not args.no_optimize)
     table = "; ".join(f"{s} " + "/".join(f"{best[(s, n)]:.2g}" for n in NFES) for s in DETERMINISTIC)
-    result = f"RMS error vs the exact ODE at NFE {'/'.join(map(str, NFES))}: {table}"
+    result = f"RMS error vs the exact ODE at NFE {'/'.join(map(str, NFES))}, default grids: {table}"
+    if fitted:
+        result += "; with grids.optimize: " + "; ".join(
+            f"{s} " + "/".join(f"{fitted[(s, n)]:.2g}" for n in NFES) for s in OPTIMIZE if (s, 5) in fitted)
+    result += "; " + "; ".join(summary)
     if not args.quick:
         compile_times()
         result += f"; euler loop / bare lax.scan time {overhead():.2f}x"
-    if args.quick or args.no_record:  # only a complete run is recorded
+    if args.quick or args.no_record or args.no_optimize:  # only a complete run is recorded
         print(f"\n(not recorded) {result}")
         return
     results.record("solvers", result)
