@@ -34,6 +34,11 @@ def test_toy_quality_on_exact_and_perturbed_samples():
     bad = metrics.toy_quality(shifted, "checkerboard")
     assert bad["support_share"] < 0.6 and bad["sw_over_std"] > exact["sw_over_std"] + 0.1
     assert "support_share" not in metrics.toy_quality(toy.sample("gaussian_ring", 100), "gaussian_ring")
+    # Uniform noise: half of [-2, 2]^2 is black, an eighth of [-4, 4]^2 (binomial std ~0.008).
+    rng = np.random.default_rng(1)
+    for half_width, share in ((2.0, 0.5), (4.0, 0.125)):
+        noise = rng.uniform(-half_width, half_width, (4000, 2))
+        assert metrics.toy_quality(noise, "checkerboard")["support_share"] == pytest.approx(share, abs=0.03)
 
 
 def test_digits_quality_on_real_and_degenerate_digits():
