@@ -27,8 +27,8 @@ def get_config():
 
     c.optim.learning_rate = 1e-4
     c.optim.warmup_steps = 100
-    c.train.num_steps = 2000
-    c.train.checkpoint_every = 1000
+    c.train.num_steps = 4000
+    c.train.checkpoint_every = 2000
 
     c.sample.solver = "consistency"
     c.sample.steps = 2
