@@ -32,12 +32,12 @@ def _sweep(solver, cases):
 @pytest.mark.parametrize("solver", FIXED_GRID)
 def test_steps_1_to_50_never_give_nan(solver):
     # Rectified flow from t = 1 (infinite logsnr, alpha = 0: every singular branch) at a spread
-    # of step counts -- for the multistep solvers every count 1..7 (every warm-up path up to
-    # order 4 and the lowered final orders) -- and VP with an eps model. Every count compiles
-    # anew; the slow test below sweeps every count 1..50.
-    counts = (1, 2, 3, 4, 5, 6, 7, 10, 50) if solver in MULTISTEP else (1, 2, 3, 5, 50)
+    # of step counts -- for the multistep solvers every count 1..5 (every warm-up path up to
+    # order 4 with the lowered final order) and 7 -- and VP with an eps model. Every count
+    # compiles anew; the slow test below sweeps every count 1..50.
+    counts = (1, 2, 3, 4, 5, 7, 50) if solver in MULTISTEP else (1, 2, 3, 50)
     _sweep(solver, [(dj.schedules.rectified_flow(), "flow", counts),
-                    (dj.schedules.linear_vp(), "eps", (1, 2, 50))])
+                    (dj.schedules.linear_vp(), "eps", (1, 50))])
 
 
 @pytest.mark.slow
@@ -338,7 +338,7 @@ def test_heun_from_t_max_1_on_cosine_never_blows_up_at_1_to_10_steps():
     steps grow (0.32-0.35 at 8-10 steps, where DDIM gives 0.19-0.22)."""
     sch = dj.schedules.cosine()
     true = FEW.var[0]
-    for steps in range(1, 11):
+    for steps in (1, 2, 3, 4, 5, 8, 10):
         mean, var = _few_step_moments("heun", sch, steps)
         assert np.all(var <= 1.1 * true), (steps, var)
         if steps == 1:
