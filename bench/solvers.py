@@ -47,18 +47,9 @@ TARGETS = {"default 5": 6.5e-2, "default 10": 1.0e-2, "optimized 5": 3e-2}
 OPTIMIZE = ("ddim", "dpmpp_2m", "unipc", "ipndm", "deis")  # solvers fitted with grids.optimize
 
 
-def _fixed_grid_solvers(deterministic):
-    """The fixed-grid solvers (rk45 has its own row) whose default instance is (not) deterministic."""
-    out = []
-    for name in dj.solvers.names():
-        solver = dj.solvers.get(name)()
-        if solver.fixed_grid and solver.deterministic == deterministic:
-            out.append(name)
-    return tuple(out)
-
-
-DETERMINISTIC = _fixed_grid_solvers(True)
-STOCHASTIC = _fixed_grid_solvers(False)
+# the fixed-grid solvers (rk45 has its own row), deterministic and stochastic
+DETERMINISTIC = tuple(s for s in dj.solvers.DETERMINISTIC if dj.solvers.get(s).fixed_grid)
+STOCHASTIC = dj.solvers.STOCHASTIC
 CALLS_PER_STEP = {"heun": 2, "pc": 2}
 
 
@@ -162,8 +153,8 @@ def accuracy(quick=False, optimize=True):
         row = []
         for n in NFES + (320,):
             steps = max(1, n // CALLS_PER_STEP.get(solver, 1))
-            x, _ = dj.sample(prob.model, jax.random.PRNGKey(3), (4000, 2), schedule=prob.sch, prediction="x0",
-                             solver=solver, steps=steps, t_min=0.0, t_max=1.0, denoise_final=False)
+            x, _ = dj.sample(prob.model, jax.random.PRNGKey(3), (4000, 2), schedule=prob.sch, prediction=prob.prediction,
+                             solver=solver, steps=steps, t_min=prob.t_min, t_max=prob.t_max, denoise_final=False)
             row.append(f"{sliced_wasserstein(np.asarray(x), truth):12.3g}")
         print(f"{solver:<16}" + "".join(row))
     return best, fitted, summary
