@@ -44,9 +44,14 @@ Every model takes ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``; default float
 
 Accounting: :func:`count_params` and :func:`flops_per_example` (XLA cost analysis of the
 compiled forward or train step, for MFU).
+
+Evaluation network (not a denoiser, outside the calling convention above):
+:class:`InceptionV3` (:mod:`diffjax.models.inception`), the FID Inception trunk, images in
+``[0, 1]`` -> 2048-d pool3 features, with :func:`load_inception` reading user-supplied
+weights (none are shipped).
 """
 
-from diffjax.models import embeddings
+from diffjax.models import embeddings, inception
 from diffjax.models.embeddings import (
     AdaLNModulation,
     ClassEmbedding,
@@ -57,6 +62,7 @@ from diffjax.models.embeddings import (
     modulate,
     sinusoidal_embedding,
 )
+from diffjax.models.inception import InceptionV3, load_inception
 from diffjax.models.mlp import MLP
 from diffjax.models.transformer import DiTBackbone, PatchTransformer, TokenTransformer
 from diffjax.models.unet import UNet
@@ -69,6 +75,9 @@ __all__ = [
     "PatchTransformer",
     "DiTBackbone",
     "embeddings",
+    "inception",
+    "InceptionV3",
+    "load_inception",
     "AdaLNModulation",
     "ClassEmbedding",
     "Conditioning",
