@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
@@ -32,6 +31,11 @@ from diffjax.parameterization import check_kind
 from diffjax.solvers.driver import Denoiser
 
 __all__ = ["ode_nll", "bits_per_dim", "dequantize", "divergence_fn"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 _PROBES = ("rademacher", "gaussian")
 
@@ -86,6 +90,8 @@ def ode_nll(model_fn, x, key, *, schedule, prediction, divergence="hutchinson", 
     ``z`` (the state at t_max) and ``nfe`` (vector-field evaluations, each one a model call with
     its JVPs).
     """
+    import diffrax  # pylint: disable=import-outside-toplevel  (not loaded by `import diffjax`)
+
     check_kind(prediction)
     x = jnp.asarray(x)
     if x.ndim < 2:

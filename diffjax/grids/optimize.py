@@ -7,7 +7,8 @@ reference (mean squared distance; the approach of LD3 / GITS-style step selectio
 parameterised monotonically: the fractions ``softmax(z)`` of the log-SNR range between the
 ends, so every iterate is a strictly decreasing grid from exactly ``t_max`` to exactly
 ``t_min``; ``z`` starts at the solver's default grid and is fitted with Adam, all
-``iterations`` in one compiled ``lax.scan``. The best grid seen is returned.
+``iterations`` in one compiled ``lax.scan``. The best grid seen is returned. optax (a core
+dependency) is imported when ``optimize`` runs, not with ``diffjax``.
 
 This module sits above the solvers (it runs them); the rest of ``diffjax.grids`` sits below.
 """
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from diffjax.grids.named import _logsnr_ends
 
 __all__ = ["optimize"]
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 def optimize(model_fn, key, shape, *, schedule, prediction, steps, solver="unipc", t_min=1e-3, t_max=1.0,
@@ -43,6 +47,8 @@ def optimize(model_fn, key, shape, *, schedule, prediction, steps, solver="unipc
         call (the default of ``sample``) or without it.
       dtype: of the noises and the solves.
     """
+    import optax  # pylint: disable=import-outside-toplevel  (not loaded by `import diffjax`)
+
     from diffjax.solvers import driver, sample  # the solvers sit below this module, not below diffjax.grids
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

@@ -65,6 +65,21 @@ def test_rk45_is_finite_and_counts_its_model_calls():
     assert int(info["nfe"]) == len(calls), (int(info["nfe"]), len(calls))
 
 
+def test_rk45_tolerances_must_be_finite_and_positive():
+    sch = dj.schedules.cosine()
+    model = gaussian().model(sch)
+    for name in ("rtol", "atol"):
+        for bad in (0.0, -1e-5, float("nan"), float("inf"), np.float32(0.0), jnp.asarray(-1.0)):
+            with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0 \(solver 'rk45'\), got"):
+                dj.sample(model, jax.random.PRNGKey(0), (4, 2), schedule=sch, prediction="eps", solver="rk45",
+                          **{name: bad})
+            with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0"):
+                dj.solvers.get("rk45")(**{name: bad})
+    # positive values pass, a traced value is not checked (nor refused)
+    assert float(dj.solvers.get("rk45")(rtol=1e-9, atol=np.float64(3.0)).atol) == 3.0
+    assert float(jax.jit(lambda r: dj.solvers.get("rk45")(rtol=r).rtol)(-1.0)) == -1.0
+
+
 @pytest.mark.parametrize("solver,per_step", [("euler", 1), ("heun", 2), ("dpmpp_3m", 1), ("pc", 2), ("ddpm", 1)])
 def test_nfe_counts_real_model_calls(solver, per_step):
     sch = dj.schedules.cosine()
