@@ -38,7 +38,13 @@ from diffjax.parameterization import check_kind, expand, from_x0_eps
 __all__ = ["WEIGHTINGS", "sample_time", "weight", "denoising_loss", "flow_matching_loss", "vdm_elbo",
            "vdm_elbo_discrete", "eps_scale"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 WEIGHTINGS = ("simple", "x0", "v", "elbo", "min_snr", "sigmoid", "edm", "native")
+"""The names ``weighting=`` accepts (``weight`` and ``denoising_loss``), listed above."""
 
 
 def _tdtype(x):
@@ -179,11 +185,42 @@ def _report(diffusion, prior, recon, d):
 
 
 def vdm_elbo(model_fn, x0, key, *, schedule, prediction, t_min=1e-4, t_max=1.0, antithetic=True, importance=None):
-    """Continuous-time negative ELBO (Kingma et al. 2021) in nats per example, one t sample each.
+    """Continuous-time negative ELBO (Kingma et al. 2021) in nats per example: one Monte-Carlo draw.
 
-    -log p(x) <= prior + reconstruction + E_t[-lam'(t)/2 ||eps_hat - eps||^2] (t ~ U[t_min, t_max],
-    times (t_max - t_min)). Returns ``(total (B,), terms)``; ``terms["bits_per_dim"]`` divides
-    by D log 2 (continuous data: add dequantisation offsets with ``likelihood.bits_per_dim``).
+    -log p(x) <= prior + reconstruction + E_{t, eps}[(t_max - t_min) (-lam'(t)/2) ||eps_hat - eps||^2]
+    with t ~ U[t_min, t_max] and eps ~ N(0, I). The prior and reconstruction terms are closed
+    forms; the diffusion term's expectation is estimated from ONE draw of (t, eps) per example,
+    from ``key``. So one call returns an unbiased but noisy estimate of the bound: a different
+    key gives a different value. Its variance (over keys) comes from the draws of t and eps; the
+    draw of t matters most where the weight -lam'(t) is large (near the ends of [0, 1] for the
+    variance-preserving schedules).
+
+    To reduce the variance:
+
+    * average K calls with independent keys (``jax.random.split(key, K)``, e.g. under
+      ``jax.vmap``): the variance falls as 1/K, and the spread of the K values over sqrt(K)
+      is the standard error of the average;
+    * keep ``antithetic=True`` (the default): t is stratified over the batch, which lowers the
+      variance of the batch mean (the per-example values are then not independent);
+    * ``importance="logsnr"``: t drawn uniform in log-SNR and reweighted by p(t) / q(t) (same
+      expectation); the weight times p / q is then constant in t, so only the error term varies;
+    * a learned schedule (``schedules.learned_logsnr``) trained to minimise this variance, as
+      in VDM; or ``likelihood.ode_nll`` for the exact likelihood of the probability-flow ODE.
+
+    Args:
+      model_fn: ``model_fn(x_t, t) -> prediction`` of kind ``prediction``; t has shape (B,).
+      x0: the data (B, ...).
+      key: a ``jax.random`` key (the times and the noise).
+      schedule: a ``diffjax.schedules.Schedule``.
+      prediction: one of ``diffjax.KINDS``.
+      t_min, t_max: the ends of the diffusion term, ``0 <= t_min < t_max <= 1`` (defaults
+        1e-4 and 1).
+      antithetic, importance: the time sampling, as in ``denoising_loss``.
+
+    Returns:
+      ``(total (B,), terms)``: ``terms`` holds ``diffusion``, ``prior``, ``reconstruction``
+      (nats per example) and ``bits_per_dim`` (total / (D log 2); continuous data: add
+      dequantisation offsets with ``likelihood.bits_per_dim``).
     """
     loss, _ = denoising_loss(model_fn, x0, key, schedule=schedule, prediction=prediction, weighting="elbo",
                              antithetic=antithetic, t_min=t_min, t_max=t_max, importance=importance, reduce="sum")

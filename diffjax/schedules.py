@@ -45,6 +45,10 @@ __all__ = [
 ]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _as_float(t):
     t = jnp.asarray(t)
     if not jnp.issubdtype(t.dtype, jnp.floating):
@@ -295,9 +299,34 @@ class LearnedLogSNR(Schedule):
 
 
 def learned_logsnr(logsnr_min=-13.3, logsnr_max=5.0, hidden=1024, *, key=None) -> LearnedLogSNR:
-    """A learnable VDM schedule; at initialisation logsnr is (nearly) linear in t."""
+    """A learnable variance-preserving schedule (VDM, Kingma et al. 2021): :class:`LearnedLogSNR`.
+
+    ``logsnr(t)`` is a monotone network of t rescaled so that its ends are exact for any
+    parameter values; ``alpha^2 = sigmoid(logsnr)``, ``sigma^2 = sigmoid(-logsnr)``. At
+    initialisation ``logsnr`` is (nearly) linear in t.
+
+    Args:
+      logsnr_min: ``logsnr(1)``, the log-SNR at the noise end (default -13.3).
+      logsnr_max: ``logsnr(0)``, the log-SNR at the data end (default 5.0). Both finite, with
+        ``logsnr_min < logsnr_max``.
+      hidden: the number of sigmoid features of the network, an int >= 1 (default 1024).
+      key: a ``jax.random`` key for the features' initial slopes (default ``PRNGKey(0)``).
+
+    Endpoints: ``logsnr(0) = logsnr_max`` and ``logsnr(1) = logsnr_min`` exactly, so
+    ``alpha(0) = sigmoid(logsnr_max)^(1/2)`` (0.9966 by default) and ``sigma(1) =
+    sigmoid(-logsnr_min)^(1/2)``.
+
+    Raises:
+      ValueError: a bound that is not finite, ``logsnr_min >= logsnr_max``, or ``hidden`` not
+        an int >= 1.
+    """
+    if not (math.isfinite(logsnr_min) and math.isfinite(logsnr_max)):
+        raise ValueError(f"logsnr_min and logsnr_max must be finite, got logsnr_min={logsnr_min}, "
+                         f"logsnr_max={logsnr_max}")
     if not logsnr_min < logsnr_max:
         raise ValueError(f"logsnr_min must be < logsnr_max, got logsnr_min={logsnr_min}, logsnr_max={logsnr_max}")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
     key = jax.random.PRNGKey(0) if key is None else key
     k2 = jax.random.split(key)[0]
     inv_sp = lambda y: math.log(math.expm1(y))  # noqa: E731
@@ -317,31 +346,94 @@ def learned_logsnr(logsnr_min=-13.3, logsnr_max=5.0, hidden=1024, *, key=None) -
 # Constructors (published defaults)
 # --------------------------------------------------------------------------------------
 def linear_vp(beta_min=0.1, beta_max=20.0) -> LinearVP:
-    if not 0 <= beta_min < beta_max:
-        raise ValueError(f"linear_vp needs 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+    """The variance-preserving SDE of Song et al. (2021), DDPM's linear beta schedule in
+    continuous time: :class:`LinearVP`.
+
+    ``beta(t) = beta_min + t (beta_max - beta_min)``, ``log alpha(t) = -t^2 (beta_max -
+    beta_min) / 4 - t beta_min / 2`` and ``sigma = sqrt(1 - alpha^2)``.
+
+    Args:
+      beta_min: beta at t = 0 (default 0.1).
+      beta_max: beta at t = 1 (default 20.0). Both finite, ``0 <= beta_min < beta_max``.
+
+    Endpoints: ``alpha(0) = 1``, ``sigma(0) = 0`` and ``logsnr(0) = +inf``; at t = 1
+    ``log alpha = -(beta_min + beta_max) / 4`` (``alpha = 0.0066``, ``logsnr = -10.05`` with the
+    defaults).
+
+    Raises:
+      ValueError: a bound that is not finite or not ``0 <= beta_min < beta_max``.
+    """
+    if not (math.isfinite(beta_min) and math.isfinite(beta_max) and 0 <= beta_min < beta_max):
+        raise ValueError(f"linear_vp needs finite 0 <= beta_min < beta_max, got beta_min={beta_min}, "
+                         f"beta_max={beta_max}")
     return LinearVP(beta_min, beta_max)
 
 
 def cosine(logsnr_min=-20.0, logsnr_max=20.0) -> Cosine:
-    if not logsnr_min < logsnr_max:
-        raise ValueError(f"cosine needs logsnr_min < logsnr_max, got {logsnr_min}, {logsnr_max}")
+    """The cosine schedule (Nichol & Dhariwal 2021) in its log-SNR-truncated form: :class:`Cosine`.
+
+    ``alpha = cos(theta)``, ``sigma = sin(theta)`` (variance preserving), with ``theta`` linear
+    in t from ``atan(exp(-logsnr_max / 2))`` at t = 0 to ``atan(exp(-logsnr_min / 2))`` at t = 1;
+    ``logsnr(t) = -2 log tan(theta)``.
+
+    Args:
+      logsnr_min: ``logsnr(1)``, the log-SNR at the noise end (default -20).
+      logsnr_max: ``logsnr(0)``, the log-SNR at the data end (default 20). Both finite, with
+        ``logsnr_min < logsnr_max``.
+
+    Endpoints: ``logsnr(0) = logsnr_max`` and ``logsnr(1) = logsnr_min``; with the defaults
+    ``sigma(0) = alpha(1) = 4.5e-5``, so neither end is exactly data or pure noise.
+
+    Raises:
+      ValueError: a bound that is not finite, or ``logsnr_min >= logsnr_max``.
+    """
+    if not (math.isfinite(logsnr_min) and math.isfinite(logsnr_max) and logsnr_min < logsnr_max):
+        raise ValueError(f"cosine needs finite logsnr_min < logsnr_max, got {logsnr_min}, {logsnr_max}")
     return Cosine(logsnr_min, logsnr_max)
 
 
 def ve(sigma_min=0.01, sigma_max=50.0) -> VE:
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"ve needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    """The variance-exploding SDE of Song et al. (2021) (NCSN): :class:`VE`.
+
+    ``alpha = 1`` and ``sigma(t) = sigma_min (sigma_max / sigma_min)^t`` (geometric in t), so
+    ``logsnr(t) = -2 log sigma(t)``.
+
+    Args:
+      sigma_min: ``sigma(0)`` (default 0.01).
+      sigma_max: ``sigma(1)`` (default 50). Both finite, ``0 < sigma_min < sigma_max``; the
+        noise end approximates pure noise only when ``sigma_max`` dwarfs the data's scale.
+
+    Endpoints: ``sigma(0) = sigma_min``, ``sigma(1) = sigma_max``; ``logsnr`` runs from
+    ``-2 log sigma_min`` (9.21) to ``-2 log sigma_max`` (-7.82 with the defaults).
+
+    Raises:
+      ValueError: a bound that is not finite or not ``0 < sigma_min < sigma_max``.
+    """
+    if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
+        raise ValueError(f"ve needs finite 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
+                         f"sigma_max={sigma_max}")
     return VE(sigma_min, sigma_max)
 
 
 def rectified_flow() -> RectifiedFlow:
+    """Rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022), linear
+    interpolation between data and noise: :class:`RectifiedFlow`. No parameters.
+
+    ``alpha(t) = 1 - t``, ``sigma(t) = t``; the probability-flow velocity is ``eps - x0``.
+
+    Endpoints: exactly data at t = 0 (``sigma = 0``, ``logsnr = +inf``) and exactly noise at
+    t = 1 (``alpha = 0``, ``logsnr = -inf``).
+    """
     return RectifiedFlow()
 
 
 SCHEDULES = Registry("schedule")
+"""The schedule constructors by name (a :class:`diffjax.registry.Registry`)."""
 for _ctor in (linear_vp, cosine, ve, rectified_flow, learned_logsnr):
     SCHEDULES.add(_ctor.__name__, _ctor)
 NAMES = SCHEDULES.names()
+"""The schedule names, in registration order: ``linear_vp``, ``cosine``, ``ve``,
+``rectified_flow``, ``learned_logsnr``."""
 
 
 def get(name: str, **kwargs) -> Schedule:

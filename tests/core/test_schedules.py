@@ -1,3 +1,5 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,25 @@ def test_bad_schedule_arguments_are_refused(bad):
         dj.schedules.ve(sigma_min=0.0)
     with pytest.raises(ValueError, match="schedule must be one of"):
         dj.schedules.get("linear")
+
+
+def test_schedule_factories_refuse_infinite_or_nan_bounds_and_a_bad_hidden_width():
+    inf, nan = float("inf"), float("nan")
+    cases = [(dj.schedules.linear_vp, dict(beta_max=inf), "linear_vp needs finite 0 <= beta_min < beta_max"),
+             (dj.schedules.linear_vp, dict(beta_min=nan), "linear_vp needs finite"),
+             (dj.schedules.cosine, dict(logsnr_min=-inf), "cosine needs finite logsnr_min < logsnr_max"),
+             (dj.schedules.cosine, dict(logsnr_max=nan), "cosine needs finite"),
+             (dj.schedules.ve, dict(sigma_max=inf), "ve needs finite 0 < sigma_min < sigma_max"),
+             (dj.schedules.learned_logsnr, dict(logsnr_min=-inf), "logsnr_min and logsnr_max must be finite"),
+             (dj.schedules.learned_logsnr, dict(logsnr_min=1.0, logsnr_max=0.0), "logsnr_min must be < logsnr_max"),
+             (dj.schedules.learned_logsnr, dict(hidden=0), "hidden must be an int >= 1, got 0"),
+             (dj.schedules.learned_logsnr, dict(hidden=2.0), "hidden must be an int >= 1, got 2.0")]
+    for factory, kwargs, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            factory(**kwargs)
+    # the documented endpoints of the defaults
+    t = jnp.asarray([0.0, 1.0])
+    np.testing.assert_allclose(dj.schedules.linear_vp().log_alpha(t), [0.0, -(0.1 + 20.0) / 4], rtol=1e-6)
+    np.testing.assert_allclose(dj.schedules.cosine().logsnr(t), [20.0, -20.0], rtol=1e-3)
+    np.testing.assert_allclose(dj.schedules.ve().sigma(t), [0.01, 50.0], rtol=1e-5)
+    np.testing.assert_allclose(dj.schedules.learned_logsnr(hidden=3).logsnr(t), [5.0, -13.3], rtol=1e-6)
