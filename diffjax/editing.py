@@ -25,6 +25,10 @@ from diffjax.solvers import driver, encode, sample
 __all__ = ["inpaint", "sdedit", "invert_and_edit", "renoise"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def renoise(key, x_s, s, t, schedule):
     """A draw from the forward transition q(x_t | x_s) for s < t:
     x_t = (alpha_t / alpha_s) x_s + sqrt(sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2) z."""

@@ -51,6 +51,10 @@ __all__ = ["logit_normal", "meanflow_times", "meanflow_target", "meanflow_loss",
            "ddim_step", "progressive_target", "progressive_loss", "uniform_steps"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _check_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")

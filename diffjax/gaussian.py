@@ -25,7 +25,19 @@ from diffjax.schedules import Schedule
 __all__ = ["GaussianProcess", "gaussian"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 class GaussianProcess(eqx.Module):
+    """A Gaussian forward process: a schedule and the kind its model predicts (see the module
+    docstring for the methods). Build it with :func:`gaussian`.
+
+    Attributes:
+      schedule: a ``diffjax.schedules.Schedule``.
+      prediction: one of ``diffjax.KINDS`` (static).
+    """
+
     schedule: Schedule
     prediction: str = eqx.field(static=True, default="eps")
 
@@ -58,4 +70,6 @@ class GaussianProcess(eqx.Module):
 
 
 def gaussian(schedule: Schedule, prediction: str = "eps") -> GaussianProcess:
+    """The Gaussian process of ``schedule`` for a model predicting ``prediction`` (one of
+    ``diffjax.KINDS``, default ``"eps"``; a ValueError names ``prediction`` otherwise)."""
     return GaussianProcess(schedule, check_kind(prediction))

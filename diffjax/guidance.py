@@ -24,6 +24,10 @@ from diffjax.parameterization import convert, expand
 __all__ = ["classifier_free", "classifier_free_batched", "classifier", "drop_condition"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _std(v):
     return jnp.std(v.reshape(v.shape[0], -1), axis=-1)
 

@@ -23,10 +23,17 @@ import jax.numpy as jnp
 
 __all__ = ["KINDS", "add_noise", "convert", "to_x0_eps", "from_x0_eps", "check_kind", "expand"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 KINDS = ("x0", "eps", "v", "score", "flow")
+"""The prediction kinds, described above."""
 
 
 def check_kind(kind, arg="prediction"):
+    """Returns ``kind`` if it is one of ``KINDS``; else a ValueError naming ``arg`` and the kinds."""
     if kind not in KINDS:
         raise ValueError(f"{arg} must be one of {list(KINDS)}, got {kind!r}")
     return kind

@@ -35,6 +35,11 @@ from jax.extend import core as jcore
 __all__ = ["CPU_OPTIONS", "all_cpu", "active", "compiler_options", "resolve_compiler_options",
            "jit", "loop_friendly_convolutions"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 Tweaks = Union[str, bool]
 
 # XLA's default YNNPACK set on CPU minus LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.

@@ -17,6 +17,11 @@ from typing import Callable, Dict, Generic, Iterator, Optional, TypeVar
 
 __all__ = ["Registry"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 T = TypeVar("T")
 
 

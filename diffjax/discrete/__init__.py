@@ -8,6 +8,8 @@ untouched. ``model_fn(x_t, t) -> logits (B, L, vocab_size)`` of ``p(x0_i | x_t)`
     loss = proc.nelbo(model_fn, x0, key).mean()              # continuous-time bound, nats/seq
     toks, info = diffjax.discrete.sample(model_fn, key, (8, 256), process=proc, steps=256,
                                          method="first_hitting")
+
+``METHODS`` lists the sampling methods ``sample`` accepts (``method=``).
 """
 from diffjax.discrete import draws, elbo, schedules
 from diffjax.discrete._numerics import mask_value
@@ -26,3 +28,7 @@ __all__ = [
     "classifier_free", "classifier_free_batched", "guide_logits",
     "corrupt", "restore", "character_error_rate",
 ]
+
+
+def __dir__():
+    return sorted(__all__)

@@ -26,6 +26,10 @@ from diffjax.discrete._numerics import compute_dtype, mask_value
 __all__ = ["categorical", "uniform_01", "apply_temperature", "top_p_filter", "adjust_log_probs"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def uniform_01(key, shape, dtype=jnp.float32):
     """Uniforms in (0, 1] built from 48 random bits: ``hi * 2**-24 + lo * 2**-48 + 2**-49``.
 

@@ -50,6 +50,10 @@ from diffjax.discrete._numerics import default_float
 __all__ = ["continuous_nelbo", "discrete_nelbo", "hybrid_loss", "stratified_uniform"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def stratified_uniform(key, n, dtype=None, antithetic=True):
     """n uniforms in [0, 1): ``(u + pi(i)/n) mod 1`` for one shared ``u`` and a random permutation
     ``pi`` (antithetic / stratified: every 1/n-quantile is hit once, and each entry is marginally

@@ -16,6 +16,10 @@ from diffjax.discrete._numerics import compute_dtype, mask_value
 __all__ = ["classifier_free", "classifier_free_batched", "guide_logits"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def guide_logits(cond_logits, uncond_logits, scale):
     """``log_softmax(u + scale * (c - u))`` over the last axis, ``c, u`` log-softmaxed first."""
     dt = compute_dtype(jnp.result_type(cond_logits, uncond_logits))

@@ -36,6 +36,10 @@ from diffjax.discrete.schedules import get as get_schedule
 __all__ = ["DiscreteProcess", "MaskedProcess", "UniformProcess", "masked", "uniform", "subs"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _clamp(logp):
     return jnp.maximum(logp, mask_value(logp.dtype))
 

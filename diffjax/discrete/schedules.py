@@ -29,8 +29,13 @@ import jax.numpy as jnp
 from diffjax.discrete._numerics import as_float, log1mexp
 
 NAMES = ("linear", "cosine", "polynomial")
+"""The schedule names ``get`` accepts, described above."""
 
 __all__ = ["Schedule", "get", "NAMES"]
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 class Schedule(eqx.Module):

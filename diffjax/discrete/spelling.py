@@ -17,6 +17,10 @@ from diffjax.discrete.sampling import sample
 __all__ = ["corrupt", "restore", "character_error_rate"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def corrupt(key, x0, t, process):
     """``x_t ~ q(x_t | x0)``: with ``process=uniform(V)`` each token is resampled uniformly with
     probability ``1 - alpha(t)`` (a masked process masks instead). ``t``: scalar or (B,)."""

@@ -21,6 +21,9 @@ from diffjax.registry import Registry
 __all__ = ["uniform_t", "uniform_logsnr", "karras", "get", "NAMES", "GRIDS", "check_ts"]
 
 
+def __dir__():
+    return sorted(__all__)
+
 
 def _check(steps, t_max, t_min):
     if not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -37,6 +40,14 @@ def _pin_ends(ts, t_max, t_min):
 
 
 def uniform_t(steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32):
+    """Equal steps in t: ``linspace(t_max, t_min, steps + 1)``, ends exact.
+
+    Args:
+      steps: the number of intervals, an int >= 1 (the grid has steps + 1 points).
+      t_max, t_min: the first and last point, ``0 <= t_min < t_max <= 1`` (defaults 1 and 1e-3;
+        ValueError otherwise where they are Python numbers).
+      dtype: of the grid.
+    """
     _check(steps, t_max, t_min)
     ts = jnp.linspace(jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype), steps + 1)
     return _pin_ends(ts, t_max, t_min)
@@ -52,6 +63,16 @@ def _logsnr_ends(schedule, t_max, t_min, dtype):
 
 
 def uniform_logsnr(schedule, steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32):
+    """Equal steps in ``schedule``'s log-SNR from ``logsnr(t_max)`` to ``logsnr(t_min)``, mapped
+    back to t; ends exact (an infinite end is mirrored, see the module docstring).
+
+    Args:
+      schedule: a ``diffjax.schedules.Schedule``.
+      steps: the number of intervals, an int >= 1 (the grid has steps + 1 points).
+      t_max, t_min: the first and last point, ``0 <= t_min < t_max <= 1`` (defaults 1 and 1e-3;
+        ValueError otherwise where they are Python numbers).
+      dtype: of the grid.
+    """
     _check(steps, t_max, t_min)
     lo, hi = _logsnr_ends(schedule, t_max, t_min, dtype)
     lam = jnp.linspace(lo, hi, steps + 1)
@@ -59,6 +80,17 @@ def uniform_logsnr(schedule, steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32):
 
 
 def karras(schedule, steps, t_max=1.0, t_min=1e-3, rho=7.0, dtype=jnp.float32):
+    """Karras et al. (2022) spacing: equal steps in ``(sigma / alpha)^(1 / rho)`` from t_max to
+    t_min, mapped back to t; ends exact (an infinite end is mirrored, see the module docstring).
+
+    Args:
+      schedule: a ``diffjax.schedules.Schedule``.
+      steps: the number of intervals, an int >= 1 (the grid has steps + 1 points).
+      t_max, t_min: the first and last point, ``0 <= t_min < t_max <= 1`` (defaults 1 and 1e-3;
+        ValueError otherwise where they are Python numbers).
+      rho: the spacing exponent (default 7; larger puts more points near t_min).
+      dtype: of the grid.
+    """
     _check(steps, t_max, t_min)
     lo, hi = _logsnr_ends(schedule, t_max, t_min, dtype)
     # s^(1/rho) = exp(-logsnr / (2 rho))
@@ -69,10 +101,12 @@ def karras(schedule, steps, t_max=1.0, t_min=1e-3, rho=7.0, dtype=jnp.float32):
 
 
 GRIDS = Registry("grid")
+"""The grid functions by name (a :class:`diffjax.registry.Registry`); ``get`` calls them."""
 GRIDS.add("uniform_t", lambda schedule, *args, **kwargs: uniform_t(*args, **kwargs))
 GRIDS.add("uniform_logsnr", uniform_logsnr)
 GRIDS.add("karras", karras)
 NAMES = GRIDS.names()
+"""The grid names: ``uniform_t``, ``uniform_logsnr``, ``karras``."""
 
 
 def get(name, schedule, steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32, **kwargs):

@@ -32,7 +32,13 @@ __all__ = [
     "TIME_EMBEDDINGS",
 ]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 TIME_EMBEDDINGS = ("sinusoidal", "fourier")
+"""The ``time_embedding=`` names: fixed sinusoidal features, or Gaussian Fourier features."""
 
 
 def as_time(t, batch: int) -> jax.Array:

@@ -12,6 +12,10 @@ __all__ = ["Attention", "GroupNorm", "LOGICAL_AXES", "axes", "group_norm", "appl
            "dropout_rngs", "num_groups", "concrete_range"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 LOGICAL_AXES = "logical_axes"
 """Name of the parameter metadata that holds a parameter's logical axis names: one name (or
 None) per dimension, e.g. ``("embed", "mlp")`` for an MLP's first kernel. Models only name

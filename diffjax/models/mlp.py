@@ -14,6 +14,10 @@ from diffjax.models.layers import dropout_rngs
 __all__ = ["MLP", "MLPBlock"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     # Parameter-free float32 LayerNorm; the affine part comes from adaLN.
     return nnx.LayerNorm(

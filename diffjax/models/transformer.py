@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _layer_norm(dim: int, rngs) -> nnx.LayerNorm:
     # Parameter-free LayerNorm computed in float32 (the affine part comes from adaLN).
     return nnx.LayerNorm(

@@ -13,6 +13,11 @@ from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
 
 __all__ = ["UNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 _ZEROS = nnx.initializers.zeros_init()
 
 

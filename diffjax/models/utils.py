@@ -11,6 +11,10 @@ from flax import nnx
 __all__ = ["count_params", "flops_per_example"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def count_params(model: nnx.Module) -> int:
     """Number of trainable scalars (``nnx.Param`` leaves). Works on abstract models from
     ``nnx.eval_shape`` too, so large configs can be counted without allocating them."""

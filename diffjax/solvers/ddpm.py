@@ -8,9 +8,18 @@ which is DDIM with eta = 1 (h = lam_next - lam, half log-SNR).
 from diffjax.solvers._base import Solver, nfe, register
 from diffjax.solvers.ddim import ddim_update
 
+__all__ = ["DDPM"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 @register
 class DDPM(Solver):
+    """Ancestral sampling (DDIM with eta = 1; see the module docstring): stochastic, one model call
+    per step. No options. Not usable by ``encode``."""
+
     name = "ddpm"
     default_grid = "uniform_t"
     default_steps = 1000

@@ -46,8 +46,17 @@ import numpy as np
 
 from diffjax.solvers._base import Solver, first_order, int_option, nfe, register
 
+__all__ = ["DEIS", "DEISState", "MAX_ORDER", "QUAD_POINTS"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 MAX_ORDER = 4
+"""The highest ``order`` accepted."""
 QUAD_POINTS = 8
+"""Gauss-Legendre points of the quadrature of each step's coefficients."""
 _U, _W = np.polynomial.legendre.leggauss(QUAD_POINTS)
 _U, _W = 0.5 * (_U + 1.0), 0.5 * _W  # on [0, 1]
 
@@ -84,6 +93,10 @@ class DEISState(NamedTuple):
 
 @register
 class DEIS(Solver):
+    """tAB-DEIS (see the module docstring): exponential integrator with the noise estimate
+    extrapolated in t, one model call per step. Option (static): ``order``, an int in
+    1..``MAX_ORDER`` (default 3)."""
+
     name = "deis"
     default_grid = "uniform_t"
     default_steps = 15

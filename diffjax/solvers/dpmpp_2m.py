@@ -16,9 +16,18 @@ import equinox as eqx
 from diffjax.solvers._base import register
 from diffjax.solvers._multistep import Multistep
 
+__all__ = ["DPMpp2M", "DPMpp2MExp"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 @register
 class DPMpp2M(Multistep):
+    """DPM-Solver++(2M) as published (see the module docstring): second-order multistep, one
+    model call per step. No options."""
+
     name = "dpmpp_2m"
     order: int = eqx.field(static=True, init=False, default=2)
     published: bool = eqx.field(static=True, init=False, default=True)

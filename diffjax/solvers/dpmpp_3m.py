@@ -17,9 +17,18 @@ import equinox as eqx
 from diffjax.solvers._base import register
 from diffjax.solvers._multistep import Multistep
 
+__all__ = ["DPMpp3M", "DPMpp3MExp"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 @register
 class DPMpp3M(Multistep):
+    """DPM-Solver++(3M) as published (see the module docstring): third-order multistep, one model
+    call per step, lower order on the first two steps and the last. No options."""
+
     name = "dpmpp_3m"
     order: int = eqx.field(static=True, init=False, default=3)
     lower_order_final: bool = eqx.field(static=True, init=False, default=True)

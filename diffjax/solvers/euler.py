@@ -10,8 +10,17 @@ import jax.numpy as jnp
 
 from diffjax.solvers._base import Solver, first_order, nfe, register
 
+__all__ = ["Euler", "euler_update"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 def euler_update(den, x, x0, eps, t, t_next):
+    """One Euler step of ``x`` from ``t`` to ``t_next`` in (y = x / alpha, s~ = sigma / alpha),
+    given the denoiser ``den``'s estimates ``x0``, ``eps`` at ``(x, t)``; where alpha(t) = 0 the
+    finite limit ``alpha(t_next) x0 + sigma(t_next) eps``. Returns the state in ``x``'s dtype."""
     a, s, _ = den.coeffs(t, x)
     a_n, s_n, _ = den.coeffs(t_next, x)
     regular = a > 0
@@ -22,6 +31,9 @@ def euler_update(den, x, x0, eps, t, t_next):
 
 @register
 class Euler(Solver):
+    """Euler's method on the probability-flow ODE (see the module docstring): first order, one
+    model call per step. No options."""
+
     name = "euler"
     default_grid = "uniform_logsnr"
     default_steps = 100

@@ -12,9 +12,18 @@ import jax.numpy as jnp
 from diffjax.solvers._base import Solver, nfe, register
 from diffjax.solvers.ddim import ddim_update
 
+__all__ = ["EulerMaruyama"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 @register
 class EulerMaruyama(Solver):
+    """Euler-Maruyama on the reverse-time SDE (see the module docstring): stochastic, one model
+    call per step. No options. Not usable by ``encode``."""
+
     name = "euler_maruyama"
     default_grid = "uniform_logsnr"
     default_steps = 1000

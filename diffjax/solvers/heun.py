@@ -25,11 +25,23 @@ import jax.numpy as jnp
 from diffjax.solvers._base import Solver, nfe, register
 from diffjax.solvers.euler import euler_update
 
+__all__ = ["Heun", "H_MAX"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 H_MAX = 0.5 * math.pi
+"""The longest step (in half log-SNR) that takes EDM's correction; longer ones take the
+exponential-integrator form (module docstring)."""
 
 
 @register
 class Heun(Solver):
+    """Heun's second-order method (EDM; see the module docstring): two model calls per step (one
+    on a first-order step). No options."""
+
     name = "heun"
     default_grid = "uniform_logsnr"
     default_steps = 25

@@ -39,7 +39,15 @@ import numpy as np
 
 from diffjax.solvers._base import Solver, first_order, int_option, nfe, register
 
+__all__ = ["IPNDM", "IPNDMState", "MAX_ORDER"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 MAX_ORDER = 4
+"""The highest ``order`` accepted."""
 # 2-point Gauss-Legendre on [0, 1]: exact for the Lagrange basis of degree <= 3
 _U, _W = np.polynomial.legendre.leggauss(2)
 _U, _W = 0.5 * (_U + 1.0), 0.5 * _W
@@ -77,6 +85,9 @@ class IPNDMState(NamedTuple):
 
 @register
 class IPNDM(Solver):
+    """Variable-step iPNDM (see the module docstring): Adams-Bashforth in sigma / alpha, one model
+    call per step. Option (static): ``order``, an int in 1..``MAX_ORDER`` (default 4)."""
+
     name = "ipndm"
     default_grid = "uniform_t"
     default_steps = 20

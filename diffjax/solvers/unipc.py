@@ -41,6 +41,13 @@ import jax.numpy as jnp
 
 from diffjax.solvers._base import Solver, first_order, int_option, nfe, register
 
+__all__ = ["UniPC", "UniPCState"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 _VARIANTS = ("bh1", "bh2")
 
 
@@ -121,6 +128,13 @@ def _pick(order, table, valid):
 
 @register
 class UniPC(Solver):
+    """UniPC (see the module docstring): multistep predictor-corrector, one model call per step.
+
+    Options (static): ``order`` 1, 2 or 3 (default 3); ``variant`` ``"bh1"`` or ``"bh2"``
+    (default); ``corrector`` (bool, default True: UniC after every step but the last);
+    ``lower_order_final`` (bool, default True).
+    """
+
     name = "unipc"
     default_grid = "uniform_logsnr"
     default_steps = 20

@@ -27,3 +27,19 @@ from diffjax.training.sharding import (batch_sharding, local_batch_size, make_me
                                        with_shardings)
 from diffjax.training.state import TrainState, as_raw_key, create_train_state, split_model
 from diffjax.training.step import TrainStep, make_train_step
+
+__all__ = [
+    "checkpoint", "loop", "objectives", "optim", "sharding", "state", "step",
+    "CheckpointMismatchError", "Checkpointer", "Restored", "library_versions",
+    "TrainResult", "train",
+    "DiscreteObjective", "Objective", "make_discrete_objective", "make_objective",
+    "ema_decay_at", "ema_update", "make_optimizer", "make_schedule",
+    "batch_sharding", "local_batch_size", "make_mesh", "maybe_initialize_distributed",
+    "parse_mesh_shape", "replicated", "shard_batch", "state_shardings", "with_shardings",
+    "TrainState", "as_raw_key", "create_train_state", "split_model",
+    "TrainStep", "make_train_step",
+]
+
+
+def __dir__():
+    return sorted(__all__)

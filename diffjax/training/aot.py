@@ -57,6 +57,11 @@ __all__ = [
     "count_collectives", "hlo_dtypes", "top_instructions", "Report",
 ]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 GIB = 2**30
 
 

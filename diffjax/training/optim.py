@@ -25,6 +25,11 @@ import optax
 
 __all__ = ["make_schedule", "make_optimizer", "ema_decay_at", "ema_update"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 _DEFAULTS = dict(warmup_steps=0, end_lr_ratio=0.0, weight_decay=0.0, decay_all=False,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0)
 _REQUIRED = ("learning_rate", "total_steps")

@@ -31,7 +31,9 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+"""The mesh axis over which batches (and FSDP parameters) are split."""
 MODEL_AXIS = "model"
+"""The mesh axis over which attention heads and MLP units are split (tensor parallelism)."""
 MESH_AXES = (DATA_AXIS, MODEL_AXIS)
 LOGICAL_AXES = "logical_axes"  # the parameter metadata naming each dimension
 LOGICAL_RULES: Mapping[str, str] = {"heads": MODEL_AXIS, "mlp": MODEL_AXIS}
@@ -54,6 +56,10 @@ __all__ = [
     "local_batch_size",
     "maybe_initialize_distributed",
 ]
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 def parse_mesh_shape(shape: Union[str, Mapping[str, int]]) -> dict[str, int]:

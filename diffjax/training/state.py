@@ -23,6 +23,10 @@ from flax import nnx
 __all__ = ["TrainState", "create_train_state", "split_model", "as_raw_key"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainState:

@@ -44,6 +44,11 @@ from diffjax.training.state import TrainState
 
 __all__ = ["make_train_step", "TrainStep"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 LossFn = Callable[[Any, Any, jax.Array], "tuple[jax.Array, dict]"]
 
 

@@ -9,6 +9,8 @@ and ``model_fn(params)`` for the samplers.
 * `discrete`: `make_discrete_objective` -- a masked or uniform discrete process and its bound.
 * `few_step`: `make_meanflow_objective`, `make_consistency_objective`,
   `make_progressive_objective` -- few-step generators with their own samplers.
+
+``LOSSES``, ``DISCRETE_LOSSES`` and ``FEW_STEP_SAMPLERS`` list the names the factories accept.
 """
 from diffjax.training.objectives.discrete import (DISCRETE_LOSSES, DiscreteObjective,
                                                   make_discrete_objective)
@@ -25,3 +27,7 @@ __all__ = ["LOSSES", "Objective", "make_objective", "DISCRETE_LOSSES", "Discrete
            "make_discrete_objective", "Network", "FEW_STEP_SAMPLERS", "FewStepObjective",
            "MeanFlowObjective", "ConsistencyObjective", "ProgressiveObjective",
            "make_meanflow_objective", "make_consistency_objective", "make_progressive_objective"]
+
+
+def __dir__():
+    return sorted(__all__)

@@ -48,7 +48,13 @@ from diffjax.training.objectives.network import Network, masked_mean, split_trai
 
 __all__ = ["DISCRETE_LOSSES", "DiscreteObjective", "make_discrete_objective"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 DISCRETE_LOSSES = ("nelbo", "hybrid")
+"""The ``loss=`` names of ``make_discrete_objective``."""
 
 
 @dataclasses.dataclass(frozen=True)

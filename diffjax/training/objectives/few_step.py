@@ -45,7 +45,13 @@ __all__ = ["FewStepObjective", "MeanFlowObjective", "ConsistencyObjective",
            "ProgressiveObjective", "make_meanflow_objective", "make_consistency_objective",
            "make_progressive_objective", "FEW_STEP_SAMPLERS"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 FEW_STEP_SAMPLERS = ("meanflow", "consistency", "progressive")
+"""The names of the few-step samplers (``objective.sampler``), one per ``make_*_objective``."""
 
 
 @dataclasses.dataclass(frozen=True)

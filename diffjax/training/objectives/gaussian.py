@@ -57,7 +57,13 @@ from diffjax.training.objectives.network import Network, masked_mean, split_trai
 
 __all__ = ["LOSSES", "Objective", "make_objective"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 LOSSES = ("denoising", "flow_matching", "elbo")
+"""The ``loss=`` names of ``make_objective``."""
 
 
 @dataclasses.dataclass(frozen=True)

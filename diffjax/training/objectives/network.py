@@ -13,6 +13,10 @@ from flax import nnx
 __all__ = ["Network", "masked_mean", "split_train_eval"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
     """The mean of ``values`` over the rows where ``mask`` is True (all rows without one)."""
     if mask is None:
