@@ -32,6 +32,10 @@ __all__ = ["feature_statistics", "frechet_distance", "frechet_distance_from_stat
            "polynomial_mmd2", "kernel_inception_distance", "precision_recall"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _features(x, name: str, min_rows: int = 2) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
