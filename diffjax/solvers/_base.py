@@ -30,7 +30,11 @@ import numpy as np
 from diffjax.parameterization import check_kind, to_x0_eps
 from diffjax.registry import Registry
 
-__all__ = ["Denoiser", "Solver", "SOLVERS", "register", "concrete_float", "int_option", "first_order", "nfe"]
+__all__ = ["Denoiser", "Solver", "SOLVERS", "register", "concrete_float", "check_float_option", "int_option",
+           "call_model", "T_CONVENTION", "first_order", "nfe"]
+
+T_CONVENTION = ("t has shape (B,), one time per example of x (shape (B, ...)); broadcast it against x "
+                "with t[:, None] (or t.reshape((-1,) + (1,) * (x.ndim - 1)))")
 
 SOLVERS: Registry = Registry("solver")
 
@@ -47,6 +51,29 @@ def concrete_float(v):
         return float(np.asarray(v))
     except (jax.errors.TracerArrayConversionError, TypeError, ValueError):  # traced, not a number
         return None
+
+
+def check_float_option(solver: str, name: str, value, *, low: float, high: float = float("inf"),
+                       low_open: bool = False) -> None:
+    """Checks a numeric (traceable) solver option where its value is known at trace time.
+
+    Args:
+      solver: the solver's name (for the message).
+      name: the option's name.
+      value: the option's value; a traced value (or a non-scalar) is not checked.
+      low, high: the allowed range, ``low <= value <= high`` (``low < value`` with ``low_open``).
+
+    Raises:
+      ValueError: naming the option, when the value is concrete and NaN, infinite or out of range.
+    """
+    v = concrete_float(value)
+    if v is None:
+        return
+    lo = "(" if low_open else "["
+    hi = "]" if np.isfinite(high) else ")"
+    allowed = f"a finite number in {lo}{low:g}, {high:g}{hi}"
+    if not np.isfinite(v) or v < low or (low_open and v == low) or v > high:
+        raise ValueError(f"{name} must be {allowed} (solver {solver!r}), got {v!r}")
 
 
 def int_option(name: str, minimum: int) -> Callable:
@@ -66,11 +93,50 @@ def int_option(name: str, minimum: int) -> Callable:
     return convert
 
 
+def _fmt(a) -> str:
+    return f"{jnp.dtype(a.dtype).name}{list(a.shape)}"
+
+
+def call_model(model_fn: Callable, x, t, name: str = "model_fn"):
+    """``model_fn(x, t)``, checked where it is traced (no extra trace, no FLOPs): it must return
+    one floating-point array of the shape of ``x``.
+
+    Raises:
+      ValueError: the call fails with a plain ValueError or IndexError (chained from it), or
+        returns another shape; the message names ``name``, the shapes it was given and the
+        ``t`` convention.
+      TypeError: the call fails with a plain TypeError (chained), or returns something that is
+        not a floating-point array. Other exceptions (e.g. jax's tracer errors) keep their type
+        and get the call described in a note.
+    """
+    given = f"{name}(x, t) with x: {_fmt(x)} and t: {_fmt(t)}"
+    try:
+        out = model_fn(x, t)
+    except Exception as e:  # noqa: BLE001
+        if type(e) not in (TypeError, ValueError, IndexError):  # e.g. jax's tracer errors: type kept
+            e.add_note(f"(while calling {given}; convention: {T_CONVENTION})")
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""  # shape / dtype misuse
+        kind = TypeError if type(e) is TypeError else ValueError
+        raise kind(f"{name} failed when called as {given} ({type(e).__name__}: {first[:300]}). "
+                   f"Convention: {T_CONVENTION}") from e
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(f"{name} must return one array of the shape of x; {given} returned {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{name} must return an array of the shape of x; {given} returned shape "
+                         f"{tuple(out.shape)}. Convention: {T_CONVENTION}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{name} must return a floating-point array; {given} returned dtype {out.dtype}")
+    return out
+
+
 class Denoiser:
     """``model_fn(x_t, t) -> prediction`` seen as ``(x, t) -> (x0, eps)``, with schedule values.
 
     ``t`` is a scalar time; the model receives it broadcast to shape (B,), in float32 (or
-    float64 with x64), never rounded to the dtype of ``x`` or of the model's computation.
+    float64 with x64), never rounded to the dtype of ``x`` or of the model's computation. Every
+    call goes through ``call_model``: a model that fails or returns the wrong shape or dtype
+    raises an error naming ``model_fn`` and the ``t`` convention when it is first traced.
     """
 
     def __init__(self, model_fn: Callable, schedule, prediction: str):
@@ -83,12 +149,7 @@ class Denoiser:
 
     def __call__(self, x, t):
         tb = jnp.broadcast_to(jnp.asarray(t, self.time_dtype(x)), x.shape[:1])
-        out = self.model_fn(x, tb)
-        if not hasattr(out, "shape") or out.shape != x.shape:
-            raise ValueError(
-                f"model_fn must return an array of the shape of x {x.shape} (a {self.prediction!r} prediction), "
-                f"got {getattr(out, 'shape', type(out).__name__)}")
-        out = out.astype(x.dtype)
+        out = call_model(self.model_fn, x, tb).astype(x.dtype)
         x0, eps = to_x0_eps(out, x, tb, self.schedule, self.prediction)
         return x0.astype(x.dtype), eps.astype(x.dtype)
 

@@ -5,12 +5,13 @@
 h = lam_next - lam (half log-SNR). eta = 0 is the deterministic first-order exponential
 integrator of the probability-flow ODE; eta = 1 samples the exact Gaussian posterior
 q(x_next | x_t, x0 = x0_hat), i.e. ancestral DDPM sampling. eta is a traced value; the solver
-counts as deterministic only when eta is known to be 0.
+counts as deterministic only when eta is known to be 0. A concrete eta outside [0, 1] (or NaN)
+raises a ValueError naming ``eta``; a traced one is not checked.
 """
 import jax
 import jax.numpy as jnp
 
-from diffjax.solvers._base import Solver, concrete_float, nfe, register
+from diffjax.solvers._base import Solver, check_float_option, concrete_float, nfe, register
 
 
 def ddim_update(den, x, x0, eps, t, t_next, key, eta):
@@ -31,6 +32,9 @@ class DDIM(Solver):
     default_grid = "uniform_logsnr"
     default_steps = 100
     eta: float = 0.0
+
+    def __check_init__(self):
+        check_float_option(self.name, "eta", self.eta, low=0.0, high=1.0)
 
     @property
     def deterministic(self) -> bool:

@@ -17,6 +17,15 @@ the jump does not belong to it (and its last entry, at t, would give a zero log-
 Keys: the i-th grid step gets the i-th key of ``split(key, n)`` and, without a hook, hands it
 to the solver. With a hook it is split into R pass keys; each of the first R - 1 splits into a
 pass key and a jump-back key, and a pass key splits into the solver's and the hook's.
+
+Input checks: the initial state (``check_state``) must be a floating-point array (an integer
+one is refused, not converted: it would silently round the result) and, where it is concrete,
+finite; every model call goes through ``_base.call_model`` (in ``Denoiser``), so a model that
+misuses ``t`` or returns the wrong shape fails when it is first traced, with a message naming
+``model_fn``, the shapes it was given and the convention (no extra trace of the model). ``check_finite=True`` in ``run_steps`` /
+``integrate`` carries the index of the first step whose state is not finite through the scan
+(``raise_if_nonfinite`` turns it into an error once it is concrete); without it the scan body
+is unchanged.
 """
 from __future__ import annotations
 
@@ -31,8 +40,51 @@ from diffjax.parameterization import check_kind
 from diffjax.schedules import Schedule
 from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float
 
-__all__ = ["Denoiser", "check_common", "make_solver", "make_grid", "check_singular_start", "ends_at_data",
-           "integrate", "run_steps"]
+__all__ = ["Denoiser", "check_common", "check_state", "make_solver", "make_grid", "check_singular_start",
+           "ends_at_data", "integrate", "run_steps", "raise_if_nonfinite"]
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_state(x, name: str, shape=None):
+    """``x`` as an array, checked: a floating-point dtype (else TypeError naming ``name``), the
+    given ``shape`` if any (else ValueError) and, where ``x`` is concrete, no NaN or inf (else
+    ValueError). Integer or boolean states are refused rather than converted."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array (e.g. float32), got dtype {x.dtype}; "
+                        f"convert it with {name}.astype(jnp.float32)")
+    if shape is not None and x.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {x.shape}")
+    if _is_traced(x) or not x.size:
+        return x
+    with jax.ensure_compile_time_eval():  # concrete, also while an outer jit traces
+        bad = int(jnp.sum(~jnp.isfinite(x)))
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf) of {x.size}")
+    return x
+
+
+def raise_if_nonfinite(bad, ts, *, what: str = "sample", final: str = "") -> None:
+    """Raises FloatingPointError when ``bad`` (the index of the first grid step whose state was
+    not finite, -1 if none; from ``run_steps(..., check_finite=True)``) is concrete and >= 0.
+    ``ts`` is the grid that was run; index ``len(ts) - 1`` means the call described by ``final``
+    (the final denoising call). A traced ``bad`` is left alone (see ``sample``'s ``check_finite``)."""
+    if _is_traced(bad) or _is_traced(ts):
+        return
+    k = int(bad)
+    if k < 0:
+        return
+    ts = np.asarray(ts)
+    n = ts.shape[0] - 1
+    if k >= n:
+        raise FloatingPointError(f"{what}: non-finite values (NaN or inf) first appeared in {final} "
+                                 f"(step index {k}, t={ts[-1]:.6g}); every earlier step was finite")
+    raise FloatingPointError(
+        f"{what}: non-finite values (NaN or inf) first appeared at step index {k} of {n}, from "
+        f"t={ts[k]:.6g} to t={ts[k + 1]:.6g} (the model's output at t={ts[k]:.6g} or the solver's update "
+        f"there); every earlier step was finite")
 
 
 def check_common(schedule, prediction, solver: str, t_min, t_max) -> None:
@@ -121,20 +173,27 @@ def check_singular_start(schedule, prediction, t_max) -> None:
             f"{type(schedule).__name__}); use a 'flow', 'v' or 'x0' model, or a t_max where alpha > 0")
 
 
-def integrate(solver: Solver, den: Denoiser, x, ts, key):
-    """Runs the solver from ts[0] to ts[-1] (either direction of time); returns (x, nfe)."""
+def integrate(solver: Solver, den: Denoiser, x, ts, key, *, check_finite: bool = False):
+    """Runs the solver from ts[0] to ts[-1] (either direction of time); returns (x, nfe), or
+    (x, nfe, first non-finite step or -1) with ``check_finite`` (an adaptive solver is one step)."""
     if solver.fixed_grid:
-        return run_steps(solver, den, x, ts, key)
-    return solver.solve(den, x, ts)
+        return run_steps(solver, den, x, ts, key, check_finite=check_finite)
+    x, nfe = solver.solve(den, x, ts)
+    if check_finite:
+        return x, nfe, jnp.where(jnp.all(jnp.isfinite(x)), -1, 0).astype(jnp.int32)
+    return x, nfe
 
 
 def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Callable] = None, repeat: int = 1,
-              jump_back: Optional[Callable] = None):
+              jump_back: Optional[Callable] = None, check_finite: bool = False):
     """Runs a fixed-grid solver over ``ts`` in one ``lax.scan``; returns (x, nfe).
 
     ``project(x, t_next, key) -> x``, if given, replaces the state after every step. ``repeat``
     (an int >= 1) takes every grid step that many times, with ``jump_back(x, t_next, t, key)
-    -> x`` between passes; both need ``project``. nfe counts every pass.
+    -> x`` between passes; both need ``project``. nfe counts every pass. With ``check_finite``
+    the scan also carries the index of the first step after which the state holds a NaN or inf
+    (-1 if none) and the result is ``(x, nfe, first_bad_step)``; without it the scan body does
+    no extra work.
     """
     if not solver.fixed_grid:
         raise ValueError(f"run_steps needs a fixed-grid solver; {solver.name!r} has no single step")
@@ -148,6 +207,20 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
     n = ts.shape[0] - 1
     keys = jax.random.split(key, n)
     is_last = jnp.arange(n) == n - 1
+
+    if check_finite:
+        def body(state, inp):
+            carry, nfe, bad = state
+            t, t_next, k, last, i = inp
+            carry, used = advance(carry, t, t_next, k, last)
+            ok = jnp.all(jnp.isfinite(solver.state(carry)))
+            bad = jnp.where((bad < 0) & ~ok, i, bad)
+            return (carry, nfe + used, bad), None
+
+        init = (solver.init(den, x), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+        (carry, nfe, bad), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, is_last,
+                                                         jnp.arange(n, dtype=jnp.int32)))
+        return solver.state(carry), nfe, bad
 
     def body(state, inp):
         carry, nfe = state

@@ -4,14 +4,15 @@ of Langevin dynamics with the model's score, then an ancestral predictor step to
 Langevin step size by the signal-to-noise rule of Song et al.: eps_l = 2 (snr ||z|| / ||score||)^2
 with both norms averaged over the batch (as in their code; per-example norms are too noisy in
 low dimension), x <- x + eps_l score + sqrt(2 eps_l) z. ``snr`` is a traced value;
-``corrector_steps`` (an int >= 0) is static, the length of the Langevin loop. Model calls per
-grid step: 1 + corrector_steps.
+``corrector_steps`` (an int >= 0) is static, the length of the Langevin loop. A concrete ``snr``
+must be finite and > 0 (``corrector_steps=0`` turns the corrector off), else a ValueError names
+it. Model calls per grid step: 1 + corrector_steps.
 """
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from diffjax.solvers._base import Solver, int_option, nfe, register
+from diffjax.solvers._base import Solver, check_float_option, int_option, nfe, register
 from diffjax.solvers.ddim import ddim_update
 
 
@@ -26,6 +27,9 @@ class PC(Solver):
     default_steps = 500
     snr: float = 0.05
     corrector_steps: int = eqx.field(static=True, default=1, converter=int_option("corrector_steps", 0))
+
+    def __check_init__(self):
+        check_float_option(self.name, "snr", self.snr, low=0.0, low_open=True)
 
     @property
     def deterministic(self) -> bool:
