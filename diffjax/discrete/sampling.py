@@ -21,20 +21,32 @@ on the uniform grid ``t_k = t_start (1 - k / steps)``; every time loop is a ``la
   before temperature and top-p, plus
   ``confidence_noise * t`` times Gumbel noise as in MaskGIT), as many as the schedule unmasks in
   expectation (``floor(M (1 - alpha(t_{k+1})) / (1 - alpha(t_start)))`` stay masked).
+  It does *not* sample the model's distribution: unmasking the most confident positions first
+  favours positions where the drawn token is likely, so high-probability tokens are
+  over-represented and sample entropy is lower than with ``"ancestral"`` (or
+  ``"first_hitting"``), increasingly so at few steps. ``confidence_noise > 0`` weakens the bias.
 * ``"left_to_right"`` (masked): the same counts, revealing the leftmost masked tokens first
   (autoregressive decoding with the masked model; with ``steps = L`` one token per step, which
   samples the model's joint exactly when the model is exact).
 
-Options (all samplers): ``temperature`` (0 = greedy) and ``top_p`` (nucleus) act on
-``p(x0 | x_t)`` and may be traced values (changing them does not recompile; ``top_p=None``
-skips the sort). ``x_init``: the state at ``t_start``; the value ``vocab_size`` (the mask id)
-marks positions to generate, any other token is kept fixed (prompting, infilling). With the
+Options (all samplers): ``temperature`` (>= 0; 0 = greedy) and ``top_p`` (nucleus, in (0, 1])
+act on ``p(x0 | x_t)`` and may be traced values (changing them does not recompile; ``top_p=None``
+skips the sort; concrete values out of range, or NaN, raise a ValueError naming them).
+``x_init``: the state at ``t_start``, integer tokens in ``0 .. vocab_size``; the value
+``vocab_size`` (the mask id) marks positions to generate, any other token is kept fixed
+(prompting, infilling). A concrete ``x_init`` with a token outside that range raises a
+ValueError naming ``x_init``. With the
 masked process this samples the model's conditional exactly (the model sees which tokens are
 given). With the uniform process the free positions start from uniform noise and the kept
 tokens are put back after every step (the "replacement" method): the model cannot tell them
 from noisy tokens, so the conditional is only approximate. ``fixed`` (bool, shape of x)
 overrides which positions are kept (``restore`` starts from a corrupted text with
 ``fixed=False``). Categorical draws use ``draws.categorical`` (exact in the tails).
+
+The model's call is checked where it is traced (``x`` of ``shape``, ``t`` of shape (B,)): a
+failure, or logits of a shape other than
+``shape + (vocab_size,)`` (``vocab_size + 1`` allowed for the masked process), raises a
+ValueError naming ``model_fn`` and the shapes it was given.
 
 Returns ``(tokens, info)``: ``info["nfe"]`` model calls, ``info["changed"]`` tokens changed per
 step summed over the batch (for ``first_hitting``: per loop iteration, zero-padded), and with
@@ -48,6 +60,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffjax.discrete._numerics import as_float, default_float
 from diffjax.discrete.draws import adjust_log_probs, categorical, uniform_01
@@ -74,6 +87,12 @@ def _setup(process, key, shape, x_init, fixed):
             raise ValueError(f"x_init must hold integer tokens, got dtype {x_init.dtype}")
         if x_init.shape != shape:
             raise ValueError(f"x_init must have shape {shape}, got {x_init.shape}")
+        if not isinstance(x_init, jax.core.Tracer) and x_init.size:
+            with jax.ensure_compile_time_eval():  # concrete, also while an outer jit traces
+                lo, hi = int(jnp.min(x_init)), int(jnp.max(x_init))
+            if lo < 0 or hi > V:
+                raise ValueError(f"x_init tokens must lie in 0 .. {V} (0 .. vocab_size - 1 = {V - 1} are kept, "
+                                 f"{V} marks a position to generate), got values in {lo} .. {hi}")
     free = x_init == V
     fixed = ~free if fixed is None else jnp.broadcast_to(jnp.asarray(fixed, bool), shape)
     if isinstance(process, UniformProcess):
@@ -95,13 +114,67 @@ def _grid(t_start, steps):
     return t_start * (1.0 - jnp.arange(steps + 1, dtype=t_start.dtype) / steps)
 
 
+def _concrete_float(v):
+    """A Python float if v is a scalar known at trace time, else None (traced, or not a scalar)."""
+    try:
+        return float(np.asarray(v))
+    except (jax.errors.TracerArrayConversionError, TypeError, ValueError):
+        return None
+
+
+def _check_options(temperature, top_p, confidence_noise):
+    """Range checks of the concrete numeric options (traced ones are not checked)."""
+    checks = (("temperature", temperature, lambda v: v >= 0.0, ">= 0 (0 = greedy)"),
+              ("top_p", top_p, lambda v: 0.0 < v <= 1.0, "in (0, 1] (or None: no nucleus filtering)"),
+              ("confidence_noise", confidence_noise, lambda v: v >= 0.0, ">= 0"))
+    for name, value, ok, allowed in checks:
+        if value is None:
+            continue
+        v = _concrete_float(value)
+        if v is not None and not (math.isfinite(v) and ok(v)):
+            raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
+
+
+def _call_model(model_fn, process, x, t):
+    """``model_fn(x, t)``, checked where it is traced (no extra trace: the samplers count on one
+    trace per compilation): a failure, or logits of a shape other than ``x.shape + (vocab_size,)``
+    (or ``vocab_size + 1`` for the masked process), raises a ValueError naming ``model_fn``, the
+    shapes it was given and the convention, chained from the original error."""
+    V = process.vocab_size
+    shape = tuple(x.shape)
+    name = "model_fn"
+    given = (f"model_fn(x, t) with x: {jnp.dtype(x.dtype).name}{list(shape)} and t: "
+             f"{jnp.dtype(t.dtype).name}{list(t.shape)}")
+    convention = ("t has shape (B,), one time per sequence; broadcast it with t[:, None]; the logits have "
+                  "shape x.shape + (vocab_size,)")
+    try:
+        out = model_fn(x, t)
+    except Exception as e:  # noqa: BLE001
+        if type(e) not in (TypeError, ValueError, IndexError):  # e.g. jax's tracer errors: type kept
+            e.add_note(f"(while calling {given}; convention: {convention})")
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""  # shape / dtype misuse
+        kind = TypeError if type(e) is TypeError else ValueError
+        raise kind(f"{name} failed when called as {given} ({type(e).__name__}: {first[:300]}). "
+                   f"Convention: {convention}") from e
+    sizes = (V, V + 1) if isinstance(process, MaskedProcess) else (V,)
+    if not hasattr(out, "shape") or tuple(out.shape) not in [shape + (n,) for n in sizes]:
+        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"model_fn must return logits of shape {shape + (V,)}"
+                         + (f" or {shape + (V + 1,)}" if len(sizes) > 1 else "")
+                         + f"; {given} returned {got}. Convention: {convention}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"model_fn must return floating-point logits; {given} returned dtype {out.dtype}")
+    return out
+
+
 def _denoiser(model_fn, process, shape, temperature, top_p):
     """x (B, N) flat, t (B,) -> (log p(x0 | x_t), the same after temperature and top-p), (B, N, V)."""
     B = shape[0]
 
     def fn(x, t):
         x_full = x.reshape(shape)
-        logp = process.x0_log_probs(model_fn(x_full, jnp.broadcast_to(t, (B,))), x_full)
+        logp = process.x0_log_probs(_call_model(model_fn, process, x_full, jnp.broadcast_to(t, (B,))), x_full)
         logp = logp.reshape(B, -1, process.vocab_size)
         return logp, adjust_log_probs(logp, temperature, top_p)
 
@@ -128,15 +201,46 @@ def _scan(step, x, fixed, ts, key, return_trajectory):
 
 def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0, top_p=None,
            method="ancestral", t_start=1.0, fixed=None, confidence_noise=0.0, return_trajectory=False):
-    """Draws token sequences of ``shape`` (B, ...) from a discrete diffusion model; see the module
-    docstring for ``method`` and the options. Returns ``(tokens, info)``."""
+    """Draws token sequences of ``shape`` (B, ...) from a discrete diffusion model.
+
+    See the module docstring for the methods and the options in detail.
+
+    Args:
+      model_fn: ``model_fn(x_t, t) -> logits`` of ``p(x0_i | x_t)``, x_t integer tokens of
+        ``shape``, t of shape (B,), logits ``shape + (vocab_size,)``.
+      key: a ``jax.random`` key.
+      shape: ``(B, ...)``.
+      process: ``diffjax.discrete.masked(...)`` or ``uniform(...)``.
+      steps: an int >= 1, the number of grid steps from ``t_start`` to 0.
+      x_init: integer tokens of ``shape`` in ``0 .. vocab_size`` (``vocab_size`` = generate
+        here); default all ``vocab_size``.
+      temperature: >= 0 (0 = greedy); may be traced.
+      top_p: None (off) or in (0, 1]; may be traced.
+      method: a name in ``METHODS`` (``"ancestral"``, ``"first_hitting"``, ``"confidence"``,
+        ``"left_to_right"``; all but ancestral need the masked process).
+      t_start: in (0, 1], the time the grid starts from.
+      fixed: optional bool array of ``shape``: positions kept as in ``x_init``.
+      confidence_noise: >= 0, the Gumbel noise scale of ``"confidence"``.
+      return_trajectory: also return every state (not for ``"first_hitting"``).
+
+    Returns:
+      ``(tokens, info)`` with ``info["nfe"]``, ``info["changed"]`` and, with
+      ``return_trajectory``, ``info["trajectory"]``.
+
+    Raises:
+      ValueError / TypeError: naming the argument, for out-of-range concrete options, tokens of
+      ``x_init`` outside ``0 .. vocab_size``, or a model whose output does not fit (see above).
+    """
     spec = SAMPLERS.get(method)
     if spec.masked_only and not isinstance(process, MaskedProcess):
         raise ValueError(f"method={method!r} needs the masked process; "
                          f"use method='ancestral' for {type(process).__name__}")
     k_init, k_run = jax.random.split(key)
+    _check_options(temperature, top_p, confidence_noise)
     x, fixed, shape = _setup(process, k_init, shape, x_init, fixed)
     ts = _grid(t_start, steps)
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be a callable model_fn(x_t, t) -> logits, got {type(model_fn).__name__}")
     B = shape[0]
     x, fixed = x.reshape(B, -1), fixed.reshape(B, -1)
     den = _denoiser(model_fn, process, shape, temperature, top_p)
