@@ -8,7 +8,8 @@
 It resumes from ``int(state.step)``, feeds one host batch per step, blocks on a result at
 least every 16 steps (XLA on simulated CPU devices aborts when too many computations are in
 flight; it also bounds the dispatch queue elsewhere), logs loss / grad norm / learning rate /
-steps/s / examples/s with absl logging, a tqdm bar and TensorBoard event files, saves
+steps/s / examples/s with absl logging (every ``log_every`` steps), a tqdm bar when stderr is a
+terminal (a bar written to a log file is kilobytes of carriage returns) and TensorBoard event files, saves
 checkpoints on the checkpointer's interval and at the end, and on SIGTERM saves and returns
 early with ``preempted=True``.
 
@@ -19,6 +20,7 @@ the next batch is drawn.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -33,8 +35,18 @@ from diffjax.training.step import TrainStep
 __all__ = ["train", "TrainResult"]
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 @dataclasses.dataclass
 class TrainResult:
+    """What `train` returns: the final state, its step, whether the run stopped early on SIGTERM
+    (after saving) and the last logged metrics as host floats."""
+
     state: TrainState
     step: int
     preempted: bool
@@ -56,13 +68,18 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
           checkpointer: Optional[Checkpointer] = None,
           data_state_fn: Optional[Callable[[], dict]] = None, logdir: Optional[str] = None,
           log_every: int = 100, sync_every: int = 16, handle_sigterm: bool = True,
-          progress: bool = True, steps_per_call: int = 1,
+          progress: Optional[bool] = None, steps_per_call: int = 1,
           callbacks: Sequence[Callable[[int, TrainState, dict], None]] = ()) -> TrainResult:
     """Run ``train_step`` from ``int(state.step)`` up to ``num_steps``.
 
+    Returns a `TrainResult`. Raises ValueError for a bad ``num_steps``, ``sync_every``,
+    ``log_every`` or ``steps_per_call`` (naming it).
+
     Args:
       train_step: from `make_train_step`; ``state`` must already be placed on its mesh.
+      state: the initial (or restored) `TrainState`; training resumes from ``int(state.step)``.
       batches: iterator of this process's host batches (one per step).
+      num_steps: the step to train up to (an int >= 0; nothing runs if the state is already there).
       checkpointer: saves on its interval, at the end and on SIGTERM (optional).
       data_state_fn: the data iterator's position as a JSON-able dict (saved with checkpoints).
       logdir: TensorBoard event files go here (process 0 only).
@@ -71,6 +88,9 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
       handle_sigterm: install the checkpointer's SIGTERM handler for the run (one process;
         a multi-process run relies on ``jax.distributed``'s preemption service, which stops
         every host at the same step, whichever host the signal reached).
+      progress: a tqdm progress bar on stderr: None (default) shows it only when stderr is a
+        terminal (otherwise the periodic log lines are the progress report), True always,
+        False never. Only process 0 shows one.
       callbacks: ``fn(step, state, metrics)`` after each logged step (metrics as floats).
       steps_per_call: steps run in one compiled call (`TrainStep.run_steps`; faster on CPU,
         where each call allocates the step's temporaries afresh). Calls end at multiples of
@@ -100,6 +120,8 @@ def train(train_step: TrainStep, state: TrainState, batches: Iterable, *, num_st
         checkpointer.install_sigterm_handler()
     bar = None
     step = int(state.step)
+    if progress is None:
+        progress = _is_terminal(sys.stderr)
     if progress and lead:
         from tqdm.auto import tqdm
         bar = tqdm(total=num_steps, initial=step, desc="train", dynamic_ncols=True)
