@@ -17,20 +17,29 @@ config's other sections. The sections every task has::
 
 The run's config is written to ``WORKDIR/config.json`` (and into every checkpoint's metadata);
 ``experiments.sample`` and ``experiments.evaluate`` rebuild everything from it.
+
+Command line (``run_launcher``): ``--config=NAME`` names a built-in config
+(``experiments/configs/NAME.py`` of this checkout, whatever the working directory) and a path
+still works; ``--config.a.b=v`` overrides a field. Launcher errors are one line naming the
+flag (no traceback), with exit status 2: an unknown config field or name lists the close
+matches, a missing config file or a ``--workdir`` that is not a directory is named as such.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging as pylogging
 import math
 import os
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import app, flags, logging
+from ml_collections.config_flags import config_flags as _ml_config_flags
 
 from diffjax import models, training
 
@@ -53,6 +62,213 @@ def quiet_library_logs() -> None:
     logger = pylogging.getLogger("absl")
     if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
         logger.addFilter(_DropLibraryInfo())
+
+
+# ---------------------------------------------------------------------------- command line
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def builtin_configs() -> list:
+    """The names of the built-in configs (``experiments/configs/NAME.py``), sorted."""
+    return sorted(f[:-3] for f in os.listdir(CONFIGS_DIR)
+                  if f.endswith(".py") and not f.startswith("_") and f != "base.py")
+
+
+def _close(word: str, choices, n: int = 3) -> list:
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+
+
+def resolve_config_path(spec: str, flag: str = "--config") -> str:
+    """The config file that ``--config=spec`` means (``":arg"`` suffixes are kept).
+
+    ``spec`` is a path (relative to the working directory, else to the checkout's root, so
+    ``experiments/configs/toy.py`` works from anywhere) or the name of a built-in config
+    (``toy`` or ``toy.py`` for ``experiments/configs/toy.py``).
+
+    Raises:
+      ValueError: naming ``flag`` (left out when ``flag`` is empty: absl prefixes its own), the
+        built-in configs and the close matches, when no file fits.
+    """
+    path, sep, arg = str(spec).partition(":")
+    if not path:
+        raise ValueError(f"{flag} is empty; give a built-in config name ({', '.join(builtin_configs())}) "
+                         f"or a path to a config file")
+    name = path[:-3] if path.endswith(".py") else path
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates.append(os.path.join(REPO_ROOT, path))
+    if os.sep not in path and "/" not in path:
+        candidates.append(os.path.join(CONFIGS_DIR, name + ".py"))
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c) + sep + arg
+    builtin = builtin_configs()
+    near = _close(name, builtin) or _close(os.path.basename(name), builtin)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    what = "a directory, not a config file" if os.path.isdir(path) else "no such config file"
+    prefix = f"{flag}={spec}: " if flag else ""
+    raise ValueError(f"{prefix}{what} (looked in {os.getcwd()} and {REPO_ROOT}) and no built-in "
+                     f"config of that name; {hint}built-in configs: {', '.join(builtin)}")
+
+
+def _leaf_paths(config, prefix: str = "") -> list:
+    out = []
+    for k, v in config.items():
+        out.append(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out += _leaf_paths(v, f"{prefix}{k}.")
+    return out
+
+
+def check_overrides(config, overrides, flag: str = "config") -> None:
+    """Raises ``flags.IllegalFlagValueError`` (one line) when an override ``--flag.a.b`` names
+    no field of ``config``, with the close matches and the fields of the section it is in."""
+    for path in overrides:
+        node, walked = config, []
+        for part in path.split("."):
+            if not isinstance(node, ml_collections.ConfigDict):
+                break  # a leaf (or None) with more parts: left to ml_collections
+            if part not in node:
+                section = ".".join([flag] + walked)
+                siblings = sorted(node.keys())
+                near = [".".join(walked + [m]) for m in _close(part, siblings)]
+                near = near or _close(path, _leaf_paths(config))
+                hint = f"did you mean {', '.join(f'--{flag}.{m}' for m in near[:3])}? " if near else ""
+                raise flags.IllegalFlagValueError(
+                    f"--{flag}.{path}: {section} has no field {part!r}; {hint}fields of {section}: "
+                    f"{', '.join(siblings)}")
+            node = node[part]
+            walked.append(part)
+
+
+class _ConfigFileParser(_ml_config_flags.ConfigFileFlagParser):
+    """ml_collections' config file parser, with ``--config=NAME`` for built-in configs and a
+    one-line error (naming the flag) for a file that is missing or cannot be loaded."""
+
+    def parse(self, path):
+        if not isinstance(path, str):
+            return super().parse(path)
+        resolved = resolve_config_path(path, "")  # absl's message starts "flag --config=PATH: "
+        try:
+            config = super().parse(resolved)
+        except AttributeError as e:  # e.g. no get_config() in the file
+            raise ValueError(f"{resolved}: {e} (a config file defines get_config())") from None
+        error = type(config).__name__ == "_ErrorConfig" and object.__getattribute__(config, "_error")
+        if error:
+            raise ValueError(f"cannot load {resolved}: {str(error).splitlines()[0]}")
+        return config
+
+
+class _ConfigFlag(_ml_config_flags._ConfigFlag):  # the class DEFINE_config_file builds
+    """A config-file flag whose overrides are checked against the config before ml_collections
+    resolves them (an unknown field is one line naming it and its close matches)."""
+
+    def _initialize_missing_parent_fields(self, config, overrides):
+        check_overrides(config, overrides, self.name)
+        super()._initialize_missing_parent_fields(config, overrides)
+
+
+def define_config_flag(name: str, default: str, help_string: str, flag_values=flags.FLAGS,
+                       lock_config: bool = True, sys_argv=None):
+    """``config_flags.DEFINE_config_file`` with built-in config names (``--config=toy``) and
+    one-line errors for a missing file or an unknown field (see ``resolve_config_path`` and
+    ``check_overrides``). Note that ml_collections parses the default config (and the overrides
+    on the command line) when the flag is defined, if ``--NAME`` itself is not given: errors
+    can then come from this call (``run_launcher`` reports them the same way)."""
+    flag = _ConfigFlag(parser=_ConfigFileParser(name=name, lock_config=lock_config),
+                       serializer=flags.ArgumentSerializer(), name=name, default=default,
+                       help_string=help_string, flag_values=flag_values, sys_argv=sys_argv)
+    return flags.DEFINE_flag(flag, flag_values)
+
+
+def require_positive(flag_values, *names: str) -> None:
+    """Registers validators: each integer flag in ``names`` is None (its default) or >= 1."""
+    for name in names:
+        flags.register_validator(name, lambda v: v is None or v >= 1,
+                                 message=f"--{name} must be >= 1 (leave it out for the default)",
+                                 flag_values=flag_values)
+
+
+def require_range(flag_values, name: str, low: float, high: float = math.inf, note: str = "") -> None:
+    """Registers a validator: the float flag ``name`` (if defined) is None or finite in
+    ``[low, high]``; the message names the flag and the range (plus ``note``)."""
+    if name not in flag_values:
+        return
+    span = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+    flags.register_validator(name, lambda v: v is None or (math.isfinite(v) and low <= v <= high),
+                             message=f"--{name} must be {span}{note}", flag_values=flag_values)
+
+
+def usage_error(prog: str, message: str, code: int = 2):
+    """Prints ``prog: error: message`` to stderr and exits with ``code`` (a usage error)."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def run_launcher(main: Callable, define_flags: Optional[Callable] = None, *, prog: str) -> None:
+    """``define_flags()`` then ``app.run(main)``, with every flag error (an unknown flag, a bad
+    value, a missing config file, an unknown config field) and every ``app.UsageError`` raised
+    by ``main`` printed as one line ``prog: error: ...`` (exit status 2) instead of a traceback."""
+    try:
+        if define_flags is not None:
+            define_flags()
+    except flags.Error as e:
+        usage_error(prog, str(e))
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            usage_error(prog, str(e))
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except app.UsageError as e:
+            usage_error(prog, str(e))
+
+    app.run(guarded, flags_parser=parse)
+
+
+def check_workdir(workdir: str, flag: str = "--workdir") -> str:
+    """``workdir`` for a run to write into: refused (``app.UsageError`` naming ``flag``) when it
+    exists and is not a directory."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise app.UsageError(f"{flag}={workdir}: exists and is not a directory")
+    return workdir
+
+
+def workdir_config(workdir: Optional[str], flag: str = "--workdir") -> ml_collections.ConfigDict:
+    """``load_config(workdir)`` for a launcher: an ``app.UsageError`` naming ``flag`` when the
+    directory is missing, is a file, or holds no ``config.json``."""
+    if not workdir:
+        raise app.UsageError(f"{flag} is required (the directory of an `experiments.train` run)")
+    if not os.path.isdir(workdir):
+        what = "is not a directory" if os.path.exists(workdir) else "does not exist"
+        raise app.UsageError(f"{flag}={workdir}: {what}; give the workdir of an `experiments.train` run")
+    try:
+        return load_config(workdir)
+    except FileNotFoundError as e:
+        raise app.UsageError(f"{flag}={workdir}: {e}") from None
+
+
+# (section, field, minimum) of the config fields a launcher checks before building anything
+_POSITIVE_FIELDS = (("train", "num_steps"), ("train", "log_every"), ("train", "checkpoint_every"),
+                    ("train", "keep_checkpoints"), ("train", "grad_accum"), ("train", "steps_per_call"),
+                    ("data", "batch_size"))
+
+
+def check_train_config(config, flag: str = "--config") -> None:
+    """Raises ``app.UsageError`` naming the override flag (``--config.train.num_steps``) when
+    a count of ``config.train`` / ``config.data`` that must be a positive int is not."""
+    for section, field in _POSITIVE_FIELDS:
+        if section not in config or field not in config[section]:
+            continue
+        v = config[section][field]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise app.UsageError(f"{flag}.{section}.{field} must be an int >= 1, got {v!r}")
 
 
 # ---------------------------------------------------------------------------- config files
@@ -93,6 +309,8 @@ def build_optimizer(config):
     ``config.train.num_steps`` steps."""
     opt_config = dict(config.optim)
     opt_config["total_steps"] = int(config.train.num_steps)
+    if opt_config["total_steps"] < 1:
+        raise ValueError(f"train.num_steps must be >= 1, got {config.train.num_steps!r}")
     if opt_config.get("warmup_steps", 0) > opt_config["total_steps"]:
         logging.warning("optim.warmup_steps=%d > train.num_steps=%d: warming up over all steps.",
                         opt_config["warmup_steps"], opt_config["total_steps"])

@@ -1,8 +1,12 @@
 r"""Train a diffusion model from a config; then sample, write a figure and a metrics line.
 
     python -m experiments.train                              # toy default -> ./workdirs/toy
-    python -m experiments.train --config=experiments/configs/digits.py --workdir=/tmp/digits
+    python -m experiments.train --config=digits --workdir=/tmp/digits     # experiments/configs/digits.py
     python -m experiments.train --config=experiments/configs/toy.py --config.train.num_steps=500
+
+``--config`` takes the name of a built-in config (``experiments/configs/NAME.py``) or a path.
+A bad flag (an unknown config field, a missing config file, ``--workdir`` naming a file,
+``--config.train.num_steps=0``) is reported in one line naming it, with exit status 2.
 
 A run resumes automatically from the latest checkpoint in ``WORKDIR/checkpoints`` (params,
 EMA, optimizer state, step, RNG and data-iterator position), so re-running the same command
@@ -26,7 +30,6 @@ import time
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from diffjax import training
 from experiments import common, tasks
@@ -39,9 +42,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     """The command-line flags, into ``flag_values`` (defined only when run as a script, so
     that the launcher modules can be imported together)."""
     kw = dict(flag_values=flag_values)
-    config_flags.DEFINE_config_file(
-        "config", DEFAULT_CONFIG, "Training config file (experiments/configs/NAME.py).",
-        lock_config=True, **kw)
+    common.define_config_flag(
+        "config", DEFAULT_CONFIG, "Training config: a built-in name (experiments/configs/NAME.py: "
+        + ", ".join(common.builtin_configs()) + ") or a path to a config file.", **kw)
     flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, figures). "
                         "Default: ./workdirs/<config.name>.", **kw)
     flags.DEFINE_bool("distributed", False,
@@ -118,12 +121,12 @@ def main(argv):
     FLAGS = flags.FLAGS
     training.maybe_initialize_distributed(FLAGS.distributed, **distributed_kwargs(FLAGS))
     config = FLAGS.config
-    workdir = FLAGS.workdir or default_workdir(config)
+    common.check_train_config(config)
+    workdir = common.check_workdir(FLAGS.workdir or default_workdir(config))
     logging.info("config %s -> workdir %s; %d devices (%s)", config.name, os.path.abspath(workdir),
                  jax.device_count(), jax.devices()[0].platform)
     run(config, workdir)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    common.run_launcher(main, define_flags, prog="experiments.train")
