@@ -27,6 +27,13 @@ Names (``NAMES``):
   ``latents.write_latents``); ``"x"`` float32 ``(B, 32, 32, 4)`` already multiplied by the
   latent scale (``info.extra["scale"]``), ``"label"`` 0..999; the splits that were written.
   ``postprocess`` leaves latents as they are (decoding needs the VAE, outside diffjax).
+* ``image_folder`` and ``text_file``: the user's own files at ``path`` (:mod:`diffjax.data.local`).
+  image_folder: a folder of PNG/JPEG images, optionally one sub-folder per class (then
+  ``"label"``); ``"x"`` in ``[-1, 1]`` of shape ``(image_size, image_size, C)``, C = 3, or 1
+  when every image is grayscale; splits ``train``/``test`` (every 20th file)/``all``.
+  text_file: any local file, ``"x"`` int32 token ids ``(B, seq_len)``; ``vocab="char"``
+  (the file's sorted distinct UTF-8 characters, ``info.extra["alphabet"]``) or ``"byte"``;
+  splits ``train``/``test`` (the last 5%).
 
 Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueError):
 
@@ -35,6 +42,9 @@ Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueErr
   ``holdout_fraction=0.2``, ``split_seed=0``.
 * text: ``seq_len=256``, ``vocab="char"`` (27 symbols) or ``"byte"`` (256), ``cache_dir``.
 * latents: none (no flips or dequantisation: the values are continuous).
+* image_folder: ``path`` (required), ``image_size`` (required, > 0), ``dequantize=False``,
+  ``random_flip=False``, ``cache=True`` (keep decoded images in memory).
+* text_file: ``path`` (required), ``seq_len=256``, ``vocab="char"``.
 
 Data that is not on disk raises ``DatasetNotPreparedError`` (a ``FileNotFoundError``; text8:
 ``FileNotFoundError``) naming the expected files and how to prepare them.
@@ -51,11 +61,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from diffjax.data import digits, latents, pipeline, preprocessing, text, tfds, toy
+from diffjax.data import digits, latents, local, pipeline, preprocessing, text, tfds, toy
 from diffjax.data.pipeline import Batch, DataIterator, DatasetInfo
 from diffjax.data.tfds import DatasetNotPreparedError
 
-NAMES = toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES + latents.NAMES
+NAMES = (toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES + latents.NAMES
+         + local.NAMES)
 _IMAGE_OPTIONS = {"dequantize": False, "random_flip": False}
 _OPTIONS: dict[str, dict[str, Any]] = {
     **{name: {} for name in toy.NAMES},
@@ -63,6 +74,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     **{name: dict(_IMAGE_OPTIONS) for name in tfds.DATASETS},
     **{name: {"seq_len": 256, "vocab": "char", "cache_dir": None} for name in text.NAMES},
     **{name: {} for name in latents.NAMES},
+    "image_folder": {**_IMAGE_OPTIONS, "path": None, "image_size": None, "cache": True},
+    "text_file": {"path": None, "seq_len": 256, "vocab": "char"},
 }
 _TOY_SPLITS = ("train", "test")
 
@@ -240,6 +253,40 @@ def _latent_dataset(name: str, split: str, data_dir) -> Dataset:
     return Dataset(info=info, source=source)
 
 
+def _image_folder_dataset(split: str, opts: Mapping[str, Any]) -> Dataset:
+    source = local.ImageFolderSource(opts["path"], split, opts["image_size"],
+                                     cache=opts["cache"])
+    ds = _image_dataset("image_folder", split, source, local.MAX_VALUE, source.shape,
+                        source.num_classes, opts["dequantize"], opts["random_flip"])
+    extra = {**ds.info.extra, "path": str(source.root.absolute()),
+             "num_files": source.num_files, "class_names": source.class_names,
+             "channels": source.channels}
+    return dataclasses.replace(ds, info=dataclasses.replace(ds.info, extra=extra))
+
+
+def _text_file_dataset(split: str, opts: Mapping[str, Any]) -> Dataset:
+    source = local.TextFileSource(opts["path"], split, seq_len=opts["seq_len"],
+                                  vocab=opts["vocab"])
+    vocab, alphabet = source.vocab, source.alphabet
+
+    def postprocess(ids: np.ndarray) -> list[str]:
+        ids = np.asarray(ids)
+        return [local.decode_tokens(row, vocab, alphabet)
+                for row in ids.reshape(-1, ids.shape[-1])]
+
+    extra = {"path": str(source.path.absolute()), "vocab": vocab,
+             "num_tokens": len(source.tokens), "num_file_tokens": source.num_file_tokens,
+             "unigram_entropy_bits": text.unigram_entropy_bits(source.tokens)}
+    if alphabet is not None:
+        extra["alphabet"] = alphabet
+    info = DatasetInfo(
+        name="text_file", split=split, shape=(source.seq_len,), dtype="int32",
+        value_range=(0, source.vocab_size - 1), original_range=None, num_classes=None,
+        vocab_size=source.vocab_size, num_examples=len(source), postprocess=postprocess,
+        extra=extra)
+    return Dataset(info=info, source=source)
+
+
 def get_dataset(name: str, split: str = "train", *,
                 data_dir: str | os.PathLike | None = None, **options: Any) -> Dataset:
     """The :class:`Dataset` ``name``/``split`` (see the module docstring for names/options).
@@ -266,6 +313,10 @@ def get_dataset(name: str, split: str = "train", *,
                               spec.num_classes, opts["dequantize"], opts["random_flip"])
     if name in latents.DATASETS:
         return _latent_dataset(name, split, data_dir)
+    if name == "image_folder":
+        return _image_folder_dataset(split, opts)
+    if name == "text_file":
+        return _text_file_dataset(split, opts)
     return _text_dataset(name, split, data_dir, opts["seq_len"], opts["vocab"],
                          opts["cache_dir"])
 
@@ -274,11 +325,13 @@ def describe(name: str, split: str = "train", **options: Any) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``get_dataset(name, split, **options)`` from what is known
     without the data (shape, dtype, classes, vocabulary, ranges, inverse transform): for
     compiling and sizing a model whose data is not on this machine. ``num_examples`` and
-    data-dependent ``extra`` facts are None / absent for datasets read from disk."""
+    data-dependent ``extra`` facts are None / absent for datasets read from disk. The user's
+    local ``image_folder`` / ``text_file`` are read (folder listing and image headers; the
+    text file, for its alphabet), as their shape or vocabulary depends on the files."""
     if name not in NAMES:
         raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}.")
     opts = _check_options(name, options)
-    if name in toy.NAMES or name == "digits":  # generated or bundled: no files to miss
+    if name in toy.NAMES or name == "digits" or name in local.NAMES:  # here, or bundled
         return get_dataset(name, split, **options).info
     if name in tfds.DATASETS:
         spec = tfds.DATASETS[name]
@@ -307,4 +360,4 @@ def get_iterator(name: str, split: str = "train", *, batch_size: int,
 
 __all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo",
            "DatasetNotPreparedError", "describe", "digits", "get_dataset", "get_iterator", "latents",
-           "pipeline", "preprocessing", "text", "tfds", "toy"]
+           "local", "pipeline", "preprocessing", "text", "tfds", "toy"]

@@ -9,7 +9,7 @@ from diffjax.data import toy
 def test_names_and_unknown_name():
     assert set(data.NAMES) == set(toy.NAMES) | {
         "digits", "mnist", "fashion_mnist", "cifar10", "text8", "stdlib_text",
-        "imagenet256_latents"}
+        "imagenet256_latents", "image_folder", "text_file"}
     with pytest.raises(ValueError, match="name must be one of.*stdlib_text"):
         data.get_dataset("imagenet64")
     with pytest.raises(ValueError, match="unknown option.*two_moons"):
