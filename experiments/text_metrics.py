@@ -15,7 +15,8 @@ from diffjax.data import text as dtext
 from diffjax.training.objectives import DiscreteObjective
 from experiments import common
 
-__all__ = ["bits_per_char", "unigram_baselines", "word_fraction", "train_words", "spell_check"]
+__all__ = ["bits_per_char", "unigram_baselines", "token_unigram_baselines", "word_fraction",
+           "train_words", "spell_check"]
 
 def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key, *,
                   elbo_samples: int = 4, num_steps: Optional[int] = None,
@@ -63,9 +64,19 @@ def unigram_baselines(name: str, data_dir: Optional[str] = None) -> dict:
     held-out text, in bits per character."""
     train = np.frombuffer(dtext.split_text(name, "train", data_dir=data_dir), np.uint8)
     test = np.frombuffer(dtext.split_text(name, "test", data_dir=data_dir), np.uint8)
-    p = np.bincount(train, minlength=256).astype(np.float64)
-    p /= p.sum()
-    q = np.bincount(test, minlength=256) / len(test)
+    return token_unigram_baselines(train, test)
+
+
+def token_unigram_baselines(train: np.ndarray, test: np.ndarray) -> dict:
+    """`unigram_baselines` of two token streams (integer ids of any vocabulary), in bits per
+    token."""
+    train, test = np.ravel(train), np.ravel(test)
+    if train.size == 0 or test.size == 0:
+        raise ValueError("train and test must not be empty.")
+    symbols, ids = np.unique(np.concatenate([train, test]), return_inverse=True)
+    ids = ids.reshape(-1)
+    p = np.bincount(ids[:train.size], minlength=len(symbols)) / train.size
+    q = np.bincount(ids[train.size:], minlength=len(symbols)) / test.size
     seen = q > 0
     cross = float(-(q[seen] * np.log2(np.maximum(p[seen], 1e-300))).sum())
     return {"unigram_entropy_bits": dtext.unigram_entropy_bits(test),
@@ -91,9 +102,12 @@ def word_fraction(texts, words: frozenset) -> dict:
 
 # ---------------------------------------------------------------------------- spell checking
 def spell_check(objective: DiscreteObjective, params, tokens: np.ndarray, key, *, t: float,
-                steps: int = 1, batch_size: int = 64) -> dict:
+                steps: int = 1, batch_size: int = 64, decode=None) -> dict:
     """Corrupt ``tokens`` with the uniform process at time ``t`` and restore them with the
-    model (``discrete.restore``, ``steps`` reverse steps, argmax); character error rates."""
+    model (``discrete.restore``, ``steps`` reverse steps, argmax); character error rates.
+    ``decode(ids) -> str`` turns one sequence into the example's text (default: the
+    27-symbol character vocabulary, ``diffjax.data.text.decode``)."""
+    decode = dtext.decode if decode is None else decode
     if not isinstance(objective.process, discrete.UniformProcess):
         raise ValueError("spell checking needs a uniform-process model "
                          "(diffusion.process='uniform')")
@@ -116,5 +130,5 @@ def spell_check(objective: DiscreteObjective, params, tokens: np.ndarray, key, *
     after = float(discrete.character_error_rate(fixed, tokens))
     return {"t": float(t), "steps": int(steps), "num_chars": int(tokens.size),
             "cer_before": before, "cer_after": after,
-            "example": {"original": dtext.decode(tokens[0]), "corrupted": dtext.decode(noisy[0]),
-                        "restored": dtext.decode(fixed[0])}}
+            "example": {"original": decode(tokens[0]), "corrupted": decode(noisy[0]),
+                        "restored": decode(fixed[0])}}

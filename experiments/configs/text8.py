@@ -22,7 +22,8 @@ def get_config():
     c.task = "text"
     c.name = "text8"
     c.data = ml_collections.ConfigDict(dict(
-        name="text8", batch_size=512, seq_len=256, vocab="char", data_dir="", prefetch=2))
+        name="text8", batch_size=512, seq_len=256, vocab="char", data_dir="", prefetch=2,
+        path=""))
 
     c.model = ml_collections.ConfigDict(dict(
         name="token_transformer", dim=768, depth=12, heads=12, mlp_ratio=4.0, cond_dim=128,

@@ -25,7 +25,8 @@ def get_config():
     c.task = "text"
     c.name = "text_small"
     c.data = ml_collections.ConfigDict(dict(
-        name="stdlib_text", batch_size=64, seq_len=64, vocab="char", data_dir="", prefetch=2))
+        name="stdlib_text", batch_size=64, seq_len=64, vocab="char", data_dir="", prefetch=2,
+        path=""))
 
     c.model = ml_collections.ConfigDict(dict(
         name="token_transformer", dim=128, depth=4, heads=4, mlp_ratio=4.0, cond_dim=64,

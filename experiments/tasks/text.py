@@ -11,7 +11,10 @@ A config with ``task = "text"`` trains on a text dataset (``stdlib_text``, ``tex
 
 Config sections of a text config (``experiments/configs/text_small.py``)::
 
-    data.name ("stdlib_text" | "text8"), .batch_size, .seq_len, .vocab ("char"), .data_dir
+    data.name ("stdlib_text" | "text8" | "text_file"), .batch_size, .seq_len, .vocab ("char"),
+         .data_dir; "text_file" (your own text, `diffjax.data.local`): .path (the file),
+         .vocab "char" (its own characters) or "byte", e.g. ``--config=experiments/configs/
+         text_small.py --config.data.name=text_file --config.data.path=FILE``
     model.name = "token_transformer", .dim, .depth, .heads, .mlp_ratio, .cond_dim,
          .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding
     diffusion.process ("masked" | "uniform"), .schedule ("linear" | "cosine" | "polynomial"),
@@ -60,6 +63,7 @@ from absl import flags, logging
 from flax import nnx
 
 from diffjax import discrete, models, platform
+from diffjax.data import local as dlocal
 from diffjax.data import text as dtext
 from diffjax.training.objectives import DiscreteObjective, make_discrete_objective
 from experiments import common, text_metrics
@@ -96,13 +100,19 @@ def default_method(objective: DiscreteObjective, method: Optional[str] = None) -
 
 
 # ---------------------------------------------------------------------------- prompts
-def encode_prompt(prompt: str, seq_len: int, vocab_size: int) -> np.ndarray:
+def encode_prompt(prompt: str, seq_len: int, vocab_size: int,
+                  alphabet: Optional[str] = None) -> np.ndarray:
     """A prompt -> ``x_init`` of shape ``(seq_len,)``: its characters are kept, ``_`` and every
     position after the prompt are generated (value ``vocab_size``, the mask id).
 
     ``"the module"`` is a prefix; ``"the ____ module"`` asks for infilling. Letters are
-    lower-cased; any other character than a-z, space and ``_`` raises ValueError.
+    lower-cased; any other character than a-z, space and ``_`` raises ValueError. With
+    ``alphabet`` (a ``text_file``'s ``info.extra["alphabet"]``: id ``k`` is ``alphabet[k]``)
+    the characters are looked up there as they are, and any character outside it (but ``_``)
+    raises ValueError.
     """
+    if alphabet is not None:
+        return _encode_prompt_in(prompt, seq_len, vocab_size, alphabet)
     prompt = prompt.lower()
     if len(prompt) > seq_len:
         raise ValueError(f"prompt has {len(prompt)} characters, more than seq_len={seq_len}")
@@ -114,6 +124,21 @@ def encode_prompt(prompt: str, seq_len: int, vocab_size: int) -> np.ndarray:
     for i, ch in enumerate(prompt):
         if ch != FREE_CHAR:
             x[i] = dtext.CHARS.index(ch)
+    return x
+
+
+def _encode_prompt_in(prompt: str, seq_len: int, vocab_size: int, alphabet: str) -> np.ndarray:
+    if len(prompt) > seq_len:
+        raise ValueError(f"prompt has {len(prompt)} characters, more than seq_len={seq_len}")
+    index = {ch: k for k, ch in enumerate(alphabet)}
+    bad = sorted(set(prompt) - set(index) - {FREE_CHAR})
+    if bad:
+        raise ValueError(f"prompt may only hold characters of the training file and "
+                         f"{FREE_CHAR!r} (to generate); got {bad}")
+    x = np.full((seq_len,), vocab_size, np.int32)
+    for i, ch in enumerate(prompt):
+        if ch != FREE_CHAR:
+            x[i] = index[ch]
     return x
 
 
@@ -169,12 +194,35 @@ def sample_texts(config, objective: DiscreteObjective, params, info, num: int, k
 def sample_quality(config, texts, test) -> dict:
     """Word statistics of ``texts`` next to those of as many held-out sequences (``test``:
     the test-split dataset)."""
-    words = text_metrics.train_words(config.data.name, str(config.data.get("data_dir", "")))
+    words = _train_words(config)
     out = text_metrics.word_fraction(texts, words)
     ref = test.info.postprocess(test.as_arrays(len(texts))["x"])
     out["heldout_word_fraction"] = text_metrics.word_fraction(ref, words)["word_fraction"]
     out["num_samples"] = len(texts)
     return out
+
+
+def _split_tokens(config, split: str) -> np.ndarray:
+    """The whole token stream of ``split`` of a ``text_file`` config."""
+    d = config.data
+    return dlocal.TextFileSource(d.path, split, seq_len=1, vocab=d.get("vocab", "char")).tokens
+
+
+def _train_words(config) -> frozenset:
+    """The words of the training text (for ``word_fraction``)."""
+    d = config.data
+    if d.name not in dlocal.TEXT_NAMES:
+        return text_metrics.train_words(d.name, str(d.get("data_dir", "")))
+    source = dlocal.TextFileSource(d.path, "train", seq_len=1, vocab=d.get("vocab", "char"))
+    return frozenset(source.decode(source.tokens).split())
+
+
+def _unigram_baselines(config) -> dict:
+    d = config.data
+    if d.name not in dlocal.TEXT_NAMES:
+        return text_metrics.unigram_baselines(d.name, common.opt(d.get("data_dir", "")))
+    return text_metrics.token_unigram_baselines(_split_tokens(config, "train"),
+                                                _split_tokens(config, "test"))
 
 
 def write_texts(path: str, texts) -> None:
@@ -191,7 +239,10 @@ class TextTask(Task):
     # ---------------------------------------------------------------- building
     def data_options(self, config) -> dict:
         d = config.data
-        return dict(seq_len=int(d.seq_len), vocab=d.get("vocab", "char"))
+        options = dict(seq_len=int(d.seq_len), vocab=d.get("vocab", "char"))
+        if d.name in dlocal.TEXT_NAMES:  # the user's file: data.path
+            options["path"] = d.get("path", "")
+        return options
 
     def build_model(self, config, info) -> nnx.Module:
         m = config.model
@@ -264,8 +315,12 @@ class TextTask(Task):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         config = common.load_config(workdir)
         objective, params, info, step = self.restore_params(config, workdir)
-        x_init = (encode_prompt(prompt, int(info.shape[0]), objective.vocab_size) if prompt
-                  else None)
+        alphabet = info.extra.get("alphabet") if info.name in dlocal.TEXT_NAMES else None
+        if prompt and info.name in dlocal.TEXT_NAMES and alphabet is None:
+            raise ValueError("prompt needs a character vocabulary; this text_file run uses "
+                             "data.vocab='byte'")
+        x_init = (encode_prompt(prompt, int(info.shape[0]), objective.vocab_size, alphabet)
+                  if prompt else None)
         texts, tokens, sampler = sample_texts(
             config, objective, params, info, num_samples, jax.random.key(seed),
             batch_size=batch_size, x_init=x_init, method=solver, steps=steps,
@@ -313,8 +368,7 @@ class TextTask(Task):
         objective, params, info, step = self.restore_params(config, workdir)
         out = {"step": step, "dataset": config.data.name, "config": str(config.name),
                "process": config.diffusion.process, "parameters": "ema"}
-        out.update(text_metrics.unigram_baselines(config.data.name,
-                                                  common.opt(config.data.get("data_dir", ""))))
+        out.update(_unigram_baselines(config))
 
         t0 = time.perf_counter()
         test = self.build_dataset(config, "test")  # read once for the ELBO, samples, spelling
@@ -343,7 +397,8 @@ class TextTask(Task):
             tokens = test.as_arrays(int(ev.spell_examples) or None)["x"]
             out["spelling"] = text_metrics.spell_check(
                 objective, params, tokens, jax.random.key(seed + 2), t=spell_t,
-                steps=int(ev.spell_steps), batch_size=int(ev.batch_size))
+                steps=int(ev.spell_steps), batch_size=int(ev.batch_size),
+                decode=lambda ids: test.info.postprocess(np.asarray(ids)[None])[0])
             out["spelling"]["seconds"] = time.perf_counter() - t0
         out["seconds"] = time.perf_counter() - t_start
 
