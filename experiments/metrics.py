@@ -5,9 +5,10 @@ bits/dim by the probability-flow ODE likelihood.
   (equal sample counts), the same formula as the conformance oracle.
 * ``toy_quality``: SW-1 between model samples and as many exact draws from
   ``diffjax.data.toy.sample``, divided by the data's standard deviation (mean over the two
-  coordinates). Two independent exact sample sets of 4000 give about 0.02 (the noise floor).
-  For the checkerboard also the share of samples on the support (1 for exact samples), which
-  SW-1 is lenient about: blurred square edges cost little transport.
+  coordinates), beside its noise floor (``sliced_wasserstein_floor``: the same figure between
+  two independent exact sample sets of the same size, about 0.02-0.03 for 4000). For the
+  checkerboard also the share of samples on the support (``checkerboard_support_share``; 1
+  for exact samples), which SW-1 is lenient about: blurred square edges cost little transport.
 * ``digits_quality``: an RBF-kernel SVC with Platt-scaled probabilities (scikit-learn,
   ``SVC(probability=True)``) is trained on one half of the 1797 real digits; it reports the share
   of samples it classifies with confidence >= 0.8, the same share on the other, held-out real
@@ -30,7 +31,8 @@ from diffjax.data import toy
 from diffjax import platform
 from experiments.common import map_batches
 
-__all__ = ["sliced_wasserstein", "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
+__all__ = ["sliced_wasserstein", "sliced_wasserstein_floor", "checkerboard_support_share",
+           "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
            "ode_bits_per_dim"]
 
 
@@ -46,18 +48,49 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, projections: int = 128, see
     return float(np.abs(px - py).mean())
 
 
+def checkerboard_support_share(samples: np.ndarray) -> float:
+    """The share of ``samples`` ``(N, 2)`` that lie on the checkerboard's support: the closed
+    black unit squares ``[i, i+1] x [j, j+1]`` (``i, j`` in ``-2..1``, ``i + j`` even) of
+    `diffjax.data.toy` (1 for exact samples; a point on a square's edge or corner counts)."""
+    x = np.asarray(samples, np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"samples must be an (N, 2) array, got shape {x.shape}")
+    lo = toy.checkerboard_squares()  # (8, 2) lower-left corners
+    on = np.all((x[:, None, :] >= lo) & (x[:, None, :] <= lo + 1.0), axis=-1).any(axis=1)
+    return float(on.mean())
+
+
+@functools.lru_cache(maxsize=16)
+def sliced_wasserstein_floor(name: str, num: int, *, seeds: int = 5) -> tuple:
+    """``(mean, std)`` over ``seeds`` pairs of the SW-1 / data std between two independent sets
+    of ``num`` exact draws of toy set ``name``: what a perfect model scores on ``num`` samples
+    (``toy_quality``'s ``sw_over_std`` is at the floor when it is within a few std of the mean)."""
+    toy.check_name(name)
+    if not isinstance(num, int) or num < 2 or not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"num and seeds must be ints >= 2, got num={num!r}, seeds={seeds!r}")
+    figures = []
+    for i in range(seeds):
+        a = toy.sample(name, num, seed=[7919, i, 0])
+        b = toy.sample(name, num, seed=[7919, i, 1])
+        figures.append(sliced_wasserstein(a, b) / float(b.std(axis=0).mean()))
+    return float(np.mean(figures)), float(np.std(figures, ddof=1))
+
+
 def toy_quality(samples: np.ndarray, name: str, *, seed: int = 12345) -> dict:
-    """SW-1 of ``samples`` against as many exact draws of toy set ``name``, and SW / std."""
+    """SW-1 of ``samples`` against as many exact draws of toy set ``name``, SW / std and its
+    noise floor (``sw_over_std_floor`` +- ``sw_over_std_floor_std``, `sliced_wasserstein_floor`);
+    for the checkerboard also ``support_share`` (`checkerboard_support_share`)."""
     samples = np.asarray(samples)
     reference = toy.sample(name, len(samples), seed=seed)
     sw = sliced_wasserstein(samples, reference)
     std = float(reference.std(axis=0).mean())
     out = {"sliced_wasserstein": sw, "data_std": std, "sw_over_std": sw / std,
            "num_samples": int(len(samples))}
-    if name == "checkerboard":  # exact support: the black squares of [-2, 2]^2
-        inside = np.all(np.abs(samples) <= toy.CHECKERBOARD_SIZE / 2, axis=1)
-        black = (np.floor(samples[:, 0]) + np.floor(samples[:, 1])) % 2 == 0
-        out["support_share"] = float(np.mean(inside & black))
+    if len(samples) >= 2:
+        out["sw_over_std_floor"], out["sw_over_std_floor_std"] = \
+            sliced_wasserstein_floor(name, int(len(samples)))
+    if name == "checkerboard":
+        out["support_share"] = checkerboard_support_share(samples)
     return out
 
 
