@@ -1,4 +1,9 @@
-"""PNG figures: a scatter plot of 2-D samples against data, and image sample grids."""
+"""PNG figures: a scatter plot of 2-D samples against data, and image sample grids.
+
+Every figure says what it shows: the scatter panels are titled with their point counts
+(``data (4000)``, ``samples (4000)``), an image grid with ``100 of 1000 samples`` when it shows
+the first 100 of 1000 (``all 64 samples`` when it shows all).
+"""
 from __future__ import annotations
 
 import math
@@ -26,7 +31,8 @@ def _save(fig, path: str) -> str:
 
 
 def scatter(samples: np.ndarray, data: np.ndarray, path: str, *, title: str = "") -> str:
-    """Side-by-side scatter plots of data and model samples with shared limits."""
+    """Side-by-side scatter plots of data and model samples (every point of both, each panel
+    titled with its count) with shared limits; ``title`` above both. Returns ``path``."""
     plt = _pyplot()
     both = np.concatenate([samples, data])
     lo, hi = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
@@ -43,10 +49,20 @@ def scatter(samples: np.ndarray, data: np.ndarray, path: str, *, title: str = ""
     return _save(fig, path)
 
 
+def shown_label(shown: int, total: int, what: str = "samples") -> str:
+    """``"100 of 1000 samples"``, or ``"all 64 samples"`` when every one is shown."""
+    return f"all {total} {what}" if shown >= total else f"{shown} of {total} {what}"
+
+
 def image_grid(images: np.ndarray, path: str, *, max_value: float, title: str = "",
                max_images: int = 100) -> str:
-    """A square grid of images (N, H, W, C) with levels in [0, max_value]."""
+    """A square grid of the first ``max_images`` of ``images`` (N, H, W, C) with levels in
+    [0, max_value], titled ``title`` and, on a line of its own, how many of how many images
+    it shows (`shown_label`). Returns ``path``."""
+    if max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
     plt = _pyplot()
+    total = len(images)
     images = np.asarray(images)[:max_images]
     n = len(images)
     cols = int(math.ceil(math.sqrt(n)))
@@ -63,15 +79,16 @@ def image_grid(images: np.ndarray, path: str, *, max_value: float, title: str = 
     else:
         ax.imshow(np.clip(grid, 0, 1), interpolation="nearest")
     ax.axis("off")
-    if title:
-        ax.set_title(title)
+    label = shown_label(n, total)
+    ax.set_title(f"{title}\n{label}" if title else label)
     return _save(fig, path)
 
 
 def samples_figure(info, samples: np.ndarray, path: str, *, data: Optional[np.ndarray] = None,
                    title: str = "") -> str:
     """The launchers' figure for samples in the original range: a scatter plot against
-    ``data`` for 2-D data, an image grid for images."""
+    ``data`` for 2-D data, an image grid (the first 100) for images. ``title`` names the run
+    and sampler; the figure adds how many samples it shows."""
     if len(info.shape) == 1 and info.shape[0] == 2:
         if data is None:
             raise ValueError("2-D samples are plotted against data: pass data=")
