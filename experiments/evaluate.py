@@ -5,7 +5,9 @@ r"""Evaluate a trained run; writes ``WORKDIR/metrics.json``.
 The run's task (`experiments.tasks`, from its ``config.json``) computes the metrics with the
 EMA parameters and the run's sampler (``config.sample``) unless overridden: Gaussian runs
 report ODE bits/dim and sample quality and draw ``eval_samples.png``
-(`experiments.tasks.gaussian`); text runs report held-out bits/char, word statistics of
+(`experiments.tasks.gaussian`; toy data: sliced W1 / std beside its noise floor, the same
+figure between two independent exact sample sets of the same size, and for the checkerboard
+the share of samples on its squares); text runs report held-out bits/char, word statistics of
 samples and, for the uniform process, spell checking (`experiments.tasks.text`).
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_string("solver", None, "Sampler; default: config.", **kw)
     flags.DEFINE_integer("steps", None, "Sampler steps; default: config.", **kw)
     flags.DEFINE_integer("seed", None, "Evaluation seed; default: config.eval.seed.", **kw)
+    common.require_positive(flag_values, "num_samples", "steps")
     for task in tasks.all_tasks():
         task.define_evaluate_flags(flag_values)
 
@@ -41,9 +44,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.quiet_library_logs()
     FLAGS = flags.FLAGS
-    tasks.get(common.load_config(FLAGS.workdir)).evaluate_main(FLAGS)
+    tasks.get(common.workdir_config(FLAGS.workdir)).evaluate_main(FLAGS)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    common.run_launcher(main, define_flags, prog="experiments.evaluate")
