@@ -11,6 +11,12 @@ three items:
 Saves are asynchronous (device-to-host copy blocks, writing runs in the background) and
 atomic: Orbax writes into a temporary directory and renames it on commit, so a process killed
 mid-save leaves the previous step as the latest committed one. ``max_to_keep`` steps are kept.
+On a local or network file system (any path not starting with ``gs://``) Orbax's default is
+``AtomicRenameTemporaryPath``: the rename of ``N.orbax-checkpoint-tmp*`` to ``N`` is the commit,
+and a step directory counts as committed when its name has no temporary suffix; the
+``commit_success.txt`` written just before the rename is informational and is not checked, so a
+step whose file was deleted still restores. Only on ``gs://`` paths (``CommitFileTemporaryPath``,
+in-place writes) is a step committed exactly when it holds ``commit_success.txt``.
 
 Restores take an abstract target (``jax.ShapeDtypeStruct`` leaves with shardings of the
 *current* mesh, e.g. `TrainStep.abstract_state`), so a checkpoint written on 8 devices
@@ -46,6 +52,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 __all__ = ["Checkpointer", "Restored", "CheckpointMismatchError", "library_versions",
            "tree_paths"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 _ITEMS = ("state", "data", "meta")
 

@@ -2,6 +2,10 @@
 
 Field conventions: ``""`` means "not set" for strings (``data.data_dir``: TFDS's default,
 ``diffusion.importance``: uniform time sampling, ``sample.grid``: the solver's default grid);
+``data.path`` is the user's own data for ``data.name = "image_folder"`` (a folder of PNG/JPEG
+images, one sub-folder per class optional) or ``"text_file"`` (a text file), with
+``data.image_size`` the side of the square images an image folder is resized and cropped
+to (``0``: not set; both are unused by the other datasets, see ``diffjax.data.local``);
 ``diffusion.t_min = 0.0`` keeps the loss function's default; ``train.num_devices = 0`` uses
 every device.
 """
@@ -16,7 +20,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         name="checkerboard", batch_size=256, data_dir="", dequantize=False, random_flip=False,
-        prefetch=0))
+        prefetch=0, path="", image_size=0))
 
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", class_conditional=False, dropout=0.0, dtype="float32",
@@ -46,5 +50,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=1000, nll_examples=1000, nll_batch_size=500, nll_rtol=1e-5, nll_atol=1e-5,
-        nll_probes=1, nll_t_min=1e-3, seed=1))
+        nll_probes=1, nll_t_min=1e-3, seed=1,
+        # image runs (experiments.image_metrics): an InceptionV3 .npz for FID ("" = no FID;
+        # the weights are not shipped) and the feature network cache ("" = ~/.cache/diffjax)
+        inception_weights="", feature_cache_dir=""))
     return c

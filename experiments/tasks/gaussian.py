@@ -2,7 +2,13 @@ r"""The Gaussian task: diffusion and flows on points (toy 2-D sets) and images.
 
 Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...}.py``)::
 
-    data.name (toy sets, "digits", TFDS images, "imagenet256_latents"), .dequantize, .random_flip
+    data.name (toy sets, "digits", TFDS images, "imagenet256_latents", "image_folder"),
+         .dequantize, .random_flip; "image_folder" (your own PNG/JPEG files,
+         `diffjax.data.local`): .path (the folder; one sub-folder per class optional) and
+         .image_size (side N of the N x N images), e.g. ``--config=experiments/configs/
+         cifar10.py --config.data.name=image_folder --config.data.path=DIR
+         --config.data.image_size=32`` (the model's widths come from the config; any
+         image_size the U-Net's levels can halve works, attn_resolutions must be among them)
     model.name ("mlp" | "unet" | "dit"), its widths, model.class_conditional
     diffusion.schedule (+ schedule_kwargs), .prediction, .loss, .weighting (+ weighting_kwargs),
          .t_min (0 = the loss's default), .antithetic, .importance ("" = none), .cond_drop;
@@ -16,7 +22,8 @@ Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...
     sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
          .guidance_scale, .labels ("uniform" cycles the classes on a conditional model)
     eval.num_samples, .nll_examples, .nll_batch_size, .nll_rtol, .nll_atol, .nll_probes,
-         .nll_t_min, .seed
+         .nll_t_min, .seed, .inception_weights ("" = no FID), .feature_cache_dir ("" = the
+         feature network cache's default, `experiments.feature_net`)
 
 ``experiments.sample`` writes ``.npy`` in the dataset's original value range: toy data as raw
 float32 coordinates ``(N, 2)``; digits as levels 0..16 ``(N, 8, 8, 1)``; TFDS images as
@@ -33,8 +40,15 @@ conditional one), through `GuidedSampler` (class and scale traced: one compilati
   discrete-data bound (with the dequantisation offset ``log(L / 2)`` per dimension); toy data
   as continuous bits/dim, ``nll / (2 log 2)``.
 * sample quality (``experiments.metrics``): toy -- sliced Wasserstein-1 / data std against
-  exact draws; digits -- SVC confident-share ratio and class entropy; other images -- pixel
-  statistics.
+  exact draws (``sw_over_std``) beside its noise floor, the same figure between two
+  independent exact sample sets of the same size (``sw_over_std_floor``, mean over 5 pairs,
+  and ``sw_over_std_floor_std``), and for the checkerboard the share of samples on its
+  squares (``support_share``, 1 for exact samples); digits -- SVC confident-share ratio and
+  class entropy; other images -- pixel statistics. Images also get feature figures against
+  the training data (``experiments.image_metrics``): Fréchet distance, KID, precision /
+  recall in the features of a small classifier trained on the dataset and cached
+  (``fd_digits_features``, ...), and with an InceptionV3 weight file
+  (``eval.inception_weights`` or ``--inception_weights=PATH``) FID (``fid_inception``, ...).
 * ``eval_samples.png`` (scatter plot or sample grid) and ``eval/*`` TensorBoard scalars.
 """
 from __future__ import annotations
@@ -56,7 +70,7 @@ from diffjax import models, platform, schedules, training
 from diffjax.training.objectives import (FewStepObjective, Objective, make_consistency_objective,
                                          make_meanflow_objective, make_objective,
                                          make_progressive_objective)
-from experiments import common, metrics, plots
+from experiments import common, image_metrics, metrics, plots
 from experiments.tasks.base import Task
 
 __all__ = ["GaussianTask", "GuidedSampler", "Teacher", "class_labels", "generate",
@@ -204,6 +218,15 @@ class GuidedSampler:
         return x
 
 
+def _figure_title(head: str, solver: str, steps: int, quality: Optional[dict] = None) -> str:
+    """A sample figure's title: the run, the sampler and, where there is one, the headline
+    figure of the samples (the checkerboard's support share)."""
+    title = f"{head}: {solver} {steps} steps"
+    if quality and "support_share" in quality:
+        title += f"; on the squares: {100 * quality['support_share']:.1f}% (exact samples: 100%)"
+    return title
+
+
 # ---------------------------------------------------------------------------- few-step models
 class Teacher:
     """``teacher(x_t, t) -> x0 estimate`` of a trained run's EMA parameters, restored on the
@@ -337,7 +360,10 @@ class GaussianTask(Task):
             return {k: True for k in ("dequantize", "random_flip") if d.get(k, False)}
         if d.name in ddata.toy.NAMES:
             return {}
-        return dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
+        options = dict(dequantize=bool(d.dequantize), random_flip=bool(d.random_flip))
+        if d.name in ddata.local.IMAGE_NAMES:  # the user's folder: data.path, data.image_size
+            options.update(path=d.get("path", ""), image_size=int(d.get("image_size", 0)))
+        return options
 
     def build_model(self, config, info: ddata.DatasetInfo) -> nnx.Module:
         m = config.model
@@ -429,14 +455,19 @@ class GaussianTask(Task):
 
     def reference(self, config, num: int, seed: int) -> Optional[np.ndarray]:
         """Held-out data to compare ``num`` samples with (original range): exact draws for
-        the toy sets, up to 1000 test images for TFDS images, None for digits (their
-        metrics use a classifier instead) and for latents (no decoder, no metric here)."""
+        the toy sets, up to 1000 test images for TFDS images and image folders (the training
+        images for a folder too small to hold out any), None for digits (their metrics use a
+        classifier instead) and for latents (no decoder, no metric here)."""
         name = config.data.name
         if name in ddata.toy.NAMES:
             return self.build_dataset(config, "test").as_arrays(num, seed=seed)["x"]
         if name == "digits" or name in ddata.latents.NAMES:
             return None
-        test = self.build_dataset(config, "test")
+        try:
+            test = self.build_dataset(config, "test")
+        except ddata.local.EmptySplitError as err:
+            logging.warning("%s Comparing the samples with the training images instead.", err)
+            test = self.build_dataset(config, "train")
         return test.postprocess(test.as_arrays(min(num, 1000))["x"])
 
     def samples_and_quality(self, config, objective, params, info, num: int, seed: int, *,
@@ -469,8 +500,8 @@ class GaussianTask(Task):
         elif jax.process_index() == 0:
             path = os.path.join(exp.workdir, "samples.png")
             plots.samples_figure(exp.info, samples, path, data=reference,
-                                 title=f"{config.name}: {len(samples)} samples, "
-                                       f"{config.sample.solver} {config.sample.steps} steps")
+                                 title=_figure_title(config.name, config.sample.solver,
+                                                     config.sample.steps, quality))
             logging.info("Wrote %s", path)
         return {"sample_seconds": seconds, "quality": quality}
 
@@ -487,6 +518,13 @@ class GaussianTask(Task):
              guidance_scale=None, batch_size=None, class_label=None):
         """``(samples in the original range, labels or None, step)`` from ``workdir``'s
         latest checkpoint (EMA parameters)."""
+        return self._draw(workdir, num_samples, solver=solver, steps=steps, seed=seed,
+                          guidance_scale=guidance_scale, batch_size=batch_size,
+                          class_label=class_label)[:3]
+
+    def _draw(self, workdir: str, num_samples: int, *, solver=None, steps=None, seed: int = 0,
+              guidance_scale=None, batch_size=None, class_label=None):
+        """`draw`'s ``(samples, labels, step)`` followed by the run's ``info`` and config."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         config = common.load_config(workdir)
@@ -502,18 +540,38 @@ class GaussianTask(Task):
                                                 steps=steps)
             x = sampler(params, jax.random.key(seed), labels,
                         float(config.sample.guidance_scale))
-            return info.postprocess(x), labels, step
+            return info.postprocess(x), labels, step, info, config
         x, labels = sample_from_config(objective, params, info, config, num_samples, seed,
                                        solver=solver, steps=steps)
-        return info.postprocess(x), labels, step
+        return info.postprocess(x), labels, step, info, config
+
+    def sample_figure(self, samples, path: str, *, info, config, step: int, solver=None,
+                      steps=None, seed: int = 0, class_label=None) -> Optional[str]:
+        """Writes the figure of ``samples`` (original range) to ``path``: a scatter plot
+        against as many exact draws for 2-D toy data (titled with the checkerboard's support
+        share), an image grid of the first 100 for images; returns ``path``, or None for
+        latents (drawing them needs the VAE decoder)."""
+        if config.data.name in ddata.latents.NAMES:
+            logging.info("No figure for latents (decoding needs the VAE).")
+            return None
+        reference = (self.reference(config, len(samples), seed + 1)
+                     if config.data.name in ddata.toy.NAMES else None)
+        quality = ({"support_share": metrics.checkerboard_support_share(samples)}
+                   if config.data.name == "checkerboard" else None)
+        head = f"{config.name} step {step}" + ("" if class_label is None else
+                                                 f", class {class_label}")
+        return plots.samples_figure(
+            info, samples, path, data=reference,
+            title=_figure_title(head, solver or config.sample.solver,
+                                int(steps or config.sample.steps), quality))
 
     def sample_main(self, F) -> None:
         output = F.output or os.path.join(F.workdir, "samples.npy")
         t0 = time.perf_counter()
-        samples, labels, step = self.draw(F.workdir, F.num_samples, solver=F.solver,
-                                          steps=F.steps, seed=F.seed,
-                                          guidance_scale=F.guidance_scale,
-                                          batch_size=F.batch_size, class_label=F["class"].value)
+        samples, labels, step, info, config = self._draw(
+            F.workdir, F.num_samples, solver=F.solver, steps=F.steps, seed=F.seed,
+            guidance_scale=F.guidance_scale, batch_size=F.batch_size,
+            class_label=F["class"].value)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         np.save(output, samples)
         if labels is not None:
@@ -521,10 +579,25 @@ class GaussianTask(Task):
         logging.info("Wrote %d samples %s %s (checkpoint step %d) to %s in %.1f s",
                      len(samples), samples.shape, samples.dtype, step, output,
                      time.perf_counter() - t0)
+        png = None
+        if F.get_flag_value("png", True):
+            png = self.sample_figure(samples, os.path.splitext(output)[0] + ".png", info=info,
+                                     config=config, step=step, solver=F.solver, steps=F.steps,
+                                     seed=F.seed, class_label=F["class"].value)
+            if png is not None:
+                logging.info("Wrote %s", png)
         print(f"wrote {output}: shape {samples.shape}, dtype {samples.dtype}, "
               f"range [{samples.min()}, {samples.max()}], step {step}")
+        if png is not None:
+            print(f"wrote {png}")
 
     # ---------------------------------------------------------------- evaluate
+    def define_evaluate_flags(self, flag_values) -> None:
+        flags.DEFINE_string("inception_weights", None, "Image runs: an InceptionV3 weight file "
+                            "(.npz, diffjax.models.inception; not shipped) for FID; default: "
+                            "config.eval.inception_weights (\"\": no FID).",
+                            flag_values=flag_values)
+
     def _heldout(self, config, num: int, seed: int):
         """``(model-space held-out data, num_bins or None)`` for the likelihood."""
         if config.data.name in ddata.toy.NAMES + ddata.latents.NAMES:  # continuous data
@@ -536,11 +609,13 @@ class GaussianTask(Task):
         return test.as_arrays(num, seed=seed)["x"], int(levels)
 
     def evaluate(self, workdir: str, *, num_samples=None, nll_examples=None, solver=None,
-                 steps=None, seed=None) -> dict:
+                 steps=None, seed=None, inception_weights=None) -> dict:
         t_start = time.perf_counter()
         config = common.load_config(workdir)
         ev = config.eval
         seed = int(ev.seed if seed is None else seed)
+        inception_weights = image_metrics.check_inception_weights(  # before the sampling
+            ev.get("inception_weights", "") if inception_weights is None else inception_weights)
         num_samples = int(ev.num_samples if num_samples is None else num_samples)
         nll_examples = int(ev.nll_examples if nll_examples is None else nll_examples)
         objective, params, info, step = self.restore_params(config, workdir)
@@ -553,10 +628,18 @@ class GaussianTask(Task):
                           "steps": int(steps or config.sample.steps),
                           "t_min": float(config.sample.t_min), "seconds": seconds}
         out["sample_quality"] = quality
+        if len(info.shape) == 3 and config.data.name not in ddata.latents.NAMES:  # images
+            quality.update(image_metrics.image_quality(
+                samples, lambda split: self.build_dataset(config, split), seed=seed,
+                inception_weights=inception_weights,
+                cache_dir=common.opt(ev.get("feature_cache_dir", ""))))
         if config.data.name not in ddata.latents.NAMES:  # latents need the VAE to be drawn
             figure = plots.samples_figure(info, samples,
                                           os.path.join(workdir, "eval_samples.png"),
-                                          data=reference, title=f"{config.name} step {step}")
+                                          data=reference,
+                                          title=_figure_title(f"{config.name} step {step}",
+                                                              out["sampler"]["solver"],
+                                                              out["sampler"]["steps"], quality))
             out["figure"] = os.path.basename(figure)
 
         if nll_examples > 0 and not getattr(objective, "likelihood", True):
@@ -584,9 +667,17 @@ class GaussianTask(Task):
 
     def evaluate_main(self, F) -> dict:
         out = self.evaluate(F.workdir, num_samples=F.num_samples, nll_examples=F.nll_examples,
-                            solver=F.solver, steps=F.steps, seed=F.seed)
+                            solver=F.solver, steps=F.steps, seed=F.seed,
+                            inception_weights=F.inception_weights)
         headline = {k: v for k, v in out["sample_quality"].items() if not isinstance(v, list)}
         if "bits_per_dim" in out:
             headline["bits_per_dim"] = out["bits_per_dim"]
         print(f"step {out['step']}: {json.dumps(headline)}")
+        q = out["sample_quality"]
+        if "sw_over_std_floor" in q:
+            on = (f"{100 * q['support_share']:.1f}% of the samples on the squares (exact "
+                  f"samples: 100%); " if "support_share" in q else "")
+            print(f"{out['dataset']}: {on}sliced W1 / std {q['sw_over_std']:.4f}, noise floor "
+                  f"{q['sw_over_std_floor']:.4f} +- {q['sw_over_std_floor_std']:.4f} (two sets "
+                  f"of {q['num_samples']} exact samples)")
         return out

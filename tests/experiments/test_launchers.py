@@ -13,6 +13,7 @@ from launcher_helpers import checkpoint_steps, run_cli  # puts the repository on
 
 from diffjax import data as ddata, models  # noqa: E402
 from experiments import common, evaluate, train  # noqa: E402
+from experiments import metrics as experiments_metrics  # noqa: E402
 from experiments.tasks import gaussian  # noqa: E402
 from experiments.configs import cifar10, digits, mnist, toy  # noqa: E402
 
@@ -54,21 +55,29 @@ def test_cli_trains_resumes_samples_and_evaluates(tmp_path):
     assert quality["num_samples"] == 64 and np.isfinite(quality["sw_over_std"])
     assert "final metrics:" in second.stdout
 
-    # 3. Samples in the original range: raw float32 coordinates.
+    # 3. Samples in the original range: raw float32 coordinates, and their scatter plot.
     out = tmp_path / "s.npy"
-    run_cli("experiments.sample", f"--workdir={workdir}", "--num_samples=50", f"--output={out}",
-            "--solver=euler", "--steps=3", "--seed=1")
+    sampled = run_cli("experiments.sample", f"--workdir={workdir}", "--num_samples=50",
+                      f"--output={out}", "--solver=euler", "--steps=3", "--seed=1")
     x = np.load(out)
     assert x.shape == (50, 2) and x.dtype == np.float32 and np.all(np.isfinite(x))
     assert x.std() > 0.1  # not collapsed to the (zero) initial output
+    png = tmp_path / "s.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert f"wrote {png}" in sampled.stdout
 
     # 4. metrics.json with likelihood and sample quality.
-    run_cli("experiments.evaluate", f"--workdir={workdir}")
+    evaluated = run_cli("experiments.evaluate", f"--workdir={workdir}")
     metrics = json.load(open(os.path.join(workdir, "metrics.json")))
     assert metrics["step"] == 30 and metrics["dataset"] == "checkerboard"
-    assert {"sliced_wasserstein", "sw_over_std", "data_std", "support_share"} <= \
-        set(metrics["sample_quality"])
-    assert metrics["sample_quality"]["num_samples"] == 64
+    quality = metrics["sample_quality"]
+    assert {"sliced_wasserstein", "sw_over_std", "data_std", "support_share"} <= set(quality)
+    assert quality["num_samples"] == 64
+    # W1's noise floor: two independent sets of 64 exact samples (metrics' own tests check it).
+    assert (quality["sw_over_std_floor"], quality["sw_over_std_floor_std"]) == \
+        pytest.approx(experiments_metrics.sliced_wasserstein_floor("checkerboard", 64))
+    assert f"{100 * quality['support_share']:.1f}% of the samples on the squares" in evaluated.stdout
+    assert f"noise floor {quality['sw_over_std_floor']:.4f}" in evaluated.stdout
     lik = metrics["likelihood"]
     assert lik["num_examples"] == 16 and lik["dim"] == 2 and lik["num_bins"] is None
     assert np.isfinite(metrics["bits_per_dim"])
@@ -98,6 +107,10 @@ def test_digits_train_sample_evaluate_in_process(tmp_path):
     assert step == 3 and labels is None
     assert levels.shape == (12, 8, 8, 1) and levels.dtype == np.uint8
     assert levels.min() >= 0 and levels.max() <= 16
+    grid = gaussian.GaussianTask().sample_figure(
+        levels, str(tmp_path / "d.png"), info=ddata.get_dataset("digits").info,
+        config=common.load_config(workdir), step=step)  # what experiments.sample writes
+    assert grid == str(tmp_path / "d.png") and os.path.getsize(grid) > 1000
 
     metrics = evaluate.evaluate(workdir, num_samples=30, nll_examples=8)
     lik = metrics["likelihood"]
