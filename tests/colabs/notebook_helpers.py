@@ -1,5 +1,15 @@
-"""Run a notebook of colabs/ headless (nbclient) at its test size (DIFFJAX_NOTEBOOK_FAST=1)."""
+"""Run a notebook of colabs/ headless (nbclient) at its test size (DIFFJAX_NOTEBOOK_FAST=1).
+
+The notebooks are committed with the outputs of a full-size run; the tests clear them and
+execute every cell, the install cell included: it pip-installs diffjax (``DIFFJAX_SOURCE``: a
+wheel built from a copy of this checkout) into a scratch folder (``PIP_TARGET``, no
+dependencies), while the kernel imports the checkout itself.
+"""
+import glob
 import os
+import shutil
+import subprocess
+import sys
 
 import nbformat
 from nbclient import NotebookClient
@@ -17,19 +27,51 @@ def _text(cell):
     return "".join(out)
 
 
+def _checkout_wheel(tmp_path):
+    """A wheel of the checkout, built (isolated, no dependencies) from a copy of its sources."""
+    src, out = str(tmp_path / "src"), str(tmp_path / "wheel")
+    _source_copy(src)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, src],
+                   check=True, env=env)
+    (wheel,) = glob.glob(os.path.join(out, "diffjax-*.whl"))
+    return wheel
+
+
+def _source_copy(dest):
+    """The checkout's sources, without its build products or the workdirs of other runs."""
+    os.makedirs(dest)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), dest)
+    for name in ("diffjax", "experiments"):
+        shutil.copytree(os.path.join(REPO, name), os.path.join(dest, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 def run_notebook(name, monkeypatch, tmp_path, *, timeout=240):
     """Executes ``colabs/<name>`` in a fresh kernel (one CPU device, the repository on the path,
-    ``tmp_path`` as working directory); returns ``(notebook, printed text of all code cells)``.
-    The notebook must be committed without outputs."""
+    ``tmp_path`` as working directory) with its committed outputs cleared; returns
+    ``(notebook, printed text of all code cells)``. Checks that the install cell installed the
+    library (and no top-level ``experiments`` package) from the checkout."""
+    site = tmp_path / "site"
+    monkeypatch.setenv("DIFFJAX_SOURCE", "file://" + _checkout_wheel(tmp_path))
+    monkeypatch.setenv("PIP_TARGET", str(site))
+    monkeypatch.setenv("PIP_NO_DEPS", "1")
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     monkeypatch.setenv("DIFFJAX_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device in the kernel
     monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(os.path.join(REPO, "colabs", name), as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-        "commit the notebook without outputs"
+    assert "REPOSITORY = " in nb.cells[1].source, "the first code cell installs diffjax"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert (site / "diffjax" / "__init__.py").is_file(), "the install cell did not install diffjax"
+    assert not (site / "experiments").exists(), "the wheel must not install `experiments`"
     text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
     print(text)
     return nb, text

@@ -18,3 +18,22 @@ def test_quickstart_runs_headless(monkeypatch, tmp_path):
     assert sw < 0.3, sw
     assert 2.079 - 0.15 < exact < 4.0, exact
     assert abs(hutch - exact) < 0.3, (hutch, exact)
+
+
+def test_install_cells_name_the_repository_of_pyproject():
+    """The repository URL is declared once, in pyproject.toml; every notebook installs from it."""
+    import glob
+    import os
+    import tomllib
+
+    import nbformat
+    from notebook_helpers import REPO
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        url = tomllib.load(f)["project"]["urls"]["Repository"]
+    paths = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
+    assert len(paths) >= 4
+    for path in paths:
+        cell = nbformat.read(path, as_version=4).cells[1]
+        assert f'REPOSITORY = "{url}"' in cell.source, path
+        assert 'f"diffjax[train,data] @ {SOURCE}"' in cell.source, path
