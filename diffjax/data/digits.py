@@ -28,7 +28,10 @@ SPLITS = ("train", "test", "all")
 
 @functools.lru_cache(maxsize=1)
 def _load_all() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # local: scikit-learn import is slow
+    try:
+        from sklearn.datasets import load_digits  # local: scikit-learn import is slow
+    except ImportError as err:
+        raise ImportError("the digits dataset is scikit-learn's: pip install 'diffjax[data]'") from err
 
     bunch = load_digits()
     images = bunch.images.astype(np.uint8).reshape((-1,) + SHAPE)
