@@ -112,29 +112,18 @@ def encode_prompt(prompt: str, seq_len: int, vocab_size: int,
     raises ValueError.
     """
     if alphabet is not None:
-        return _encode_prompt_in(prompt, seq_len, vocab_size, alphabet)
-    prompt = prompt.lower()
-    if len(prompt) > seq_len:
-        raise ValueError(f"prompt has {len(prompt)} characters, more than seq_len={seq_len}")
-    bad = sorted(set(prompt) - set(dtext.CHARS) - {FREE_CHAR})
-    if bad:
-        raise ValueError(f"prompt may only hold a-z, space and {FREE_CHAR!r} (to generate); "
-                         f"got {bad}")
-    x = np.full((seq_len,), vocab_size, np.int32)
-    for i, ch in enumerate(prompt):
-        if ch != FREE_CHAR:
-            x[i] = dtext.CHARS.index(ch)
-    return x
+        return _encode_prompt_in(prompt, seq_len, vocab_size, alphabet, "characters of the training file")
+    return _encode_prompt_in(prompt.lower(), seq_len, vocab_size, dtext.CHARS, "a-z, space")
 
 
-def _encode_prompt_in(prompt: str, seq_len: int, vocab_size: int, alphabet: str) -> np.ndarray:
+def _encode_prompt_in(prompt: str, seq_len: int, vocab_size: int, alphabet: str, allowed: str) -> np.ndarray:
+    """``encode_prompt`` with id ``k`` = ``alphabet[k]``; ``allowed`` describes the alphabet in errors."""
     if len(prompt) > seq_len:
         raise ValueError(f"prompt has {len(prompt)} characters, more than seq_len={seq_len}")
     index = {ch: k for k, ch in enumerate(alphabet)}
     bad = sorted(set(prompt) - set(index) - {FREE_CHAR})
     if bad:
-        raise ValueError(f"prompt may only hold characters of the training file and "
-                         f"{FREE_CHAR!r} (to generate); got {bad}")
+        raise ValueError(f"prompt may only hold {allowed} and {FREE_CHAR!r} (to generate); got {bad}")
     x = np.full((seq_len,), vocab_size, np.int32)
     for i, ch in enumerate(prompt):
         if ch != FREE_CHAR:
