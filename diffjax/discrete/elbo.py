@@ -38,16 +38,36 @@ One term is drawn per sequence, ``k ~ U{1..T}``, and weighted by T.
 
 ``hybrid_loss`` - D3PM's hybrid loss, NELBO + ``ce_weight`` * ``sum_i -log p(x0^i | x_t)``.
 
+``fixed_order_nll`` / ``fixed_order_nelbo`` - the masked process with
+``order="left_to_right"`` (autoregression). Its forward process reveals the first
+``ceil(L alpha(t))`` positions, so the reverse process reveals position k exactly once, from
+the state ``s_k`` with positions ``0 .. k-1`` revealed and the rest masked, at time
+``t_k = process.state_time(k, L)``. The general masked-diffusion bound (the sum over reveal
+events of ``-log p(x0_i | x_t)``) then has one term per position and no slack::
+
+    NLL(x0) = sum_{k=0}^{L-1} -log p(x0_k | s_k, t_k)
+
+(the chain rule of the autoregressive model the masked model defines). ``fixed_order_nll``
+computes it exactly: L model calls (a ``lax.scan`` over k), or one call with a causal model
+(``causal=True``: a model whose output at position k depends on positions < k only, such as
+``TokenTransformer(causal=True)``; it is called on ``x0`` itself at t = 0 and read at every
+position as if that position were the first masked one). ``fixed_order_nelbo`` draws one k
+per sequence (stratified across the batch) and returns ``L * (-log p(x0_k | s_k, t_k))``, an
+unbiased estimate of it with one model call.
+
 Losses are computed in at least float32 whatever the model's dtype (bf16/fp16 models).
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
-from diffjax.discrete._numerics import default_float
+from diffjax.discrete._numerics import compute_dtype, default_float
 
-__all__ = ["continuous_nelbo", "discrete_nelbo", "hybrid_loss", "stratified_uniform"]
+__all__ = ["continuous_nelbo", "discrete_nelbo", "hybrid_loss", "stratified_uniform", "fixed_order_nll",
+           "fixed_order_nelbo"]
 
 
 def __dir__():
@@ -137,4 +157,59 @@ def hybrid_loss(process, model_fn, x0, key, *, num_steps=None, ce_weight=0.01, a
         nelbo, ce = _discrete(process, model_fn, x0, key, num_steps, antithetic, time_dtype)
     return nelbo + jnp.asarray(ce_weight, nelbo.dtype) * ce
 
+
+def _check_fixed_order(process, x0, model_fn):
+    x0 = _check(x0, model_fn)
+    if not getattr(process, "fixed_order", False):
+        raise ValueError(f"process must be a masked process with order='left_to_right', got {process!r}")
+    if x0.ndim < 2:
+        raise ValueError(f"x0 must be integer tokens of shape (B, L, ...), got {x0.shape}")
+    return x0
+
+
+def _token_nll(process, logits, x0, x_t):
+    """``-log p(x0_i | x_t)`` per position from the model's logits (masked positions of x_t)."""
+    return _cross_entropy(process.x0_log_probs(logits, x_t), x0)
+
+
+def fixed_order_nll(process, model_fn, x0, *, causal=False, time_dtype=None):
+    """Exact negative log-likelihood (nats) per sequence, shape (B,), of ``x0`` under a masked
+    process with ``order="left_to_right"`` (module docstring).
+
+    ``causal=False``: ``model_fn`` is called on every fixed-order state ``s_k`` at its time
+    ``t_k`` (L calls in a ``lax.scan``). ``causal=True``: one call ``model_fn(x0, 0)``, valid
+    only for a model whose output at position k ignores the tokens at positions >= k and the
+    time (``TokenTransformer(causal=True)``); for any other model the result is wrong."""
+    x0 = _check_fixed_order(process, x0, model_fn)
+    B, L = x0.shape[0], math.prod(x0.shape[1:])
+    dtype = time_dtype or default_float()
+    all_masked = jnp.full_like(x0, process.mask_id)
+    if causal:
+        return _per_sequence(_token_nll(process, model_fn(x0, jnp.zeros((B,), dtype)), x0, all_masked))
+    pos = jnp.arange(L).reshape(x0.shape[1:])
+
+    def body(total, k):
+        t = jnp.broadcast_to(process.state_time(k, L).astype(dtype), (B,))
+        x_t = process.sample_marginal(None, x0, t)  # the state s_k: positions < k revealed
+        nll = _token_nll(process, model_fn(x_t, t), x0, x_t)
+        return total + _per_sequence(jnp.where(pos == k, nll, 0.0)), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((B,), compute_dtype(dtype)), jnp.arange(L))
+    return total
+
+
+def fixed_order_nelbo(process, model_fn, x0, key, *, antithetic=True, time_dtype=None):
+    """One-call unbiased estimate (nats per sequence, shape (B,)) of ``fixed_order_nll``: one
+    position k per sequence, uniform on 0 .. L-1 (stratified across the batch when
+    ``antithetic``), scored at its state ``s_k`` (``process.sample_marginal`` at ``t_k``) and
+    weighted by L."""
+    x0 = _check_fixed_order(process, x0, model_fn)
+    B, L = x0.shape[0], math.prod(x0.shape[1:])
+    u = stratified_uniform(key, B, time_dtype or default_float(), antithetic)
+    k = jnp.minimum(jnp.floor(u * L).astype(jnp.int32), L - 1)
+    t = process.state_time(k, L).astype(u.dtype)
+    x_t = process.sample_marginal(None, x0, t)
+    nll = _token_nll(process, model_fn(x_t, t), x0, x_t)
+    at_k = jnp.arange(L).reshape(x0.shape[1:])[None] == k.reshape((B,) + (1,) * (x0.ndim - 1))
+    return L * _per_sequence(jnp.where(at_k, nll, 0.0))
 

@@ -11,6 +11,20 @@ probability that a token is untouched at time t. Tokens are integers in ``[0, vo
 Both processes factorise over tokens. Methods shared with the Gaussian processes:
 ``alpha``, ``sample_marginal``, ``posterior`` and ``nelbo``.
 
+The masked process has an unmasking ``order``:
+
+* ``"random"`` (default; MDLM / MD4): each token is masked independently with probability
+  ``1 - alpha(t)``; ``nelbo`` is the continuous-time ELBO (a Monte Carlo upper bound on the NLL).
+* ``"left_to_right"`` (autoregression as masked diffusion): at time t the first
+  ``L - floor(L (1 - alpha(t)))`` = ``ceil(L alpha(t))`` positions are revealed and the rest
+  masked (``L``: the number of positions, the non-batch axes flattened in row-major order;
+  for the linear schedule ``ceil((1 - t) L)``). The forward process is deterministic given t
+  and the reverse process reveals one position at a time, so the likelihood is exact:
+  ``nll`` is ``sum_k -log p(x0_k | x0_<k revealed, the rest masked)``, the state with k
+  positions revealed being fed at its time ``state_time(k, L)``. ``nelbo`` is that NLL too,
+  exact with a causal model (``causal=True``: one forward pass), otherwise one uniformly
+  drawn position per sequence times L (an unbiased estimate of it, one model call).
+
 Log-probability outputs (``posterior``, ``x0_log_probs``, ``marginal_log_probs``) are
 normalised log-probabilities in at least float32, over the last axis; an impossible state holds
 ``mask_value(dtype)`` (a finite large negative number, so arithmetic never produces NaN) rather
@@ -33,7 +47,12 @@ from diffjax.discrete._numerics import as_float, batch_shape_time, compute_dtype
 from diffjax.discrete.schedules import Schedule
 from diffjax.discrete.schedules import get as get_schedule
 
-__all__ = ["DiscreteProcess", "MaskedProcess", "UniformProcess", "masked", "uniform", "subs"]
+__all__ = ["DiscreteProcess", "MaskedProcess", "UniformProcess", "masked", "uniform", "subs", "ORDERS"]
+
+ORDERS = ("random", "left_to_right")
+"""The unmasking orders of the masked process (``masked(..., order=...)``)."""
+
+_COUNT_TOL = 1e-4  # in tokens: L (1 - alpha(t)) within this of an integer counts as that integer
 
 
 def __dir__():
@@ -184,7 +203,16 @@ def _kl(log_q, log_p):
 
 class MaskedProcess(DiscreteProcess):
     """Absorbing ("[MASK]") diffusion: a token is replaced by ``mask_id == vocab_size`` with
-    probability ``1 - alpha(t)`` and never changes back in the forward process."""
+    probability ``1 - alpha(t)`` and never changes back in the forward process.
+
+    ``order="left_to_right"`` masks a suffix instead: the first ``num_revealed(t, L)``
+    positions are kept (module docstring)."""
+
+    order: str = eqx.field(static=True, default="random")
+
+    def __check_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
 
     @property
     def mask_id(self) -> int:
@@ -194,8 +222,40 @@ class MaskedProcess(DiscreteProcess):
     def num_states(self) -> int:
         return self.vocab_size + 1
 
+    @property
+    def fixed_order(self) -> bool:
+        """True for ``order="left_to_right"``."""
+        return self.order == "left_to_right"
+
+    # --- the fixed (left-to-right) order ---------------------------------------------------------
+    def num_revealed(self, t, length: int):
+        """Revealed positions at time t under the fixed order: ``L - floor(L (1 - alpha(t)))``
+        (= ``ceil(L alpha(t))``), int32 of t's shape. These are the counts the
+        ``left_to_right`` sampler leaves masked when it starts from t = 1."""
+        t = as_float(t)
+        masked = jnp.floor(length * jnp.exp(self.log1m_alpha(t)) + _COUNT_TOL)
+        return (length - jnp.clip(masked, 0, length)).astype(jnp.int32)
+
+    def state_time(self, k, length: int):
+        """The time of the fixed-order state with ``k`` of ``length`` positions revealed: the t
+        with ``1 - alpha(t) = (length - k) / length`` (t = 1 for k = 0, t = 0 for k = length),
+        the earliest time with exactly k revealed (``num_revealed(state_time(k, L), L) == k``)."""
+        k = jnp.asarray(k)
+        frac = (length - k).astype(jnp.result_type(float)) / length
+        return self.schedule.time_at_log1m_alpha(jnp.log(frac))
+
+    def _revealed_mask(self, t, shape):
+        """Bool of ``shape`` (B, ...): True at the positions revealed at t under the fixed order."""
+        L = math.prod(shape[1:])
+        n = batch_shape_time(self.num_revealed(t, L), len(shape))
+        return jnp.broadcast_to(jnp.arange(L).reshape(shape[1:]) < n, shape)
+
     def sample_marginal(self, key, x0, t):
         x0 = _check_tokens(x0, "x0")
+        if self.fixed_order:
+            if x0.ndim < 2:
+                raise ValueError(f"x0 must be tokens of shape (B, L, ...) for order='left_to_right', got {x0.shape}")
+            return jnp.where(self._revealed_mask(as_float(t), x0.shape), x0, jnp.asarray(self.mask_id, x0.dtype))
         t = _time_like(t, x0)
         u = jax.random.uniform(key, x0.shape, t.dtype)
         return jnp.where(u < jnp.exp(self.log1m_alpha(t)), jnp.asarray(self.mask_id, x0.dtype), x0)
@@ -208,8 +268,13 @@ class MaskedProcess(DiscreteProcess):
 
     def log_posterior(self, x_t, log_p0, s, t):
         dt = compute_dtype(log_p0.dtype)
-        s, t = _time_like(s, x_t).astype(dt), _time_like(t, x_t).astype(dt)
-        log_reveal, log_stay = self.reveal_log_prob(s, t)
+        if self.fixed_order:  # the masked positions of x_t before num_revealed(s) are revealed
+            revealed_s = self._revealed_mask(as_float(s), x_t.shape)
+            log_reveal = jnp.where(revealed_s, 0.0, mask_value(dt)).astype(dt)
+            log_stay = jnp.where(revealed_s, mask_value(dt), 0.0).astype(dt)
+        else:
+            s, t = _time_like(s, x_t).astype(dt), _time_like(t, x_t).astype(dt)
+            log_reveal, log_stay = self.reveal_log_prob(s, t)
         log_reveal = log_reveal[..., None]
         log_stay = jnp.broadcast_to(log_stay[..., None], x_t.shape + (1,))
         from_mask = jnp.concatenate([log_reveal + log_p0.astype(dt), log_stay.astype(dt)], axis=-1)
@@ -218,6 +283,9 @@ class MaskedProcess(DiscreteProcess):
 
     def marginal_log_probs(self, x0, t):
         x0 = _check_tokens(x0, "x0")
+        if self.fixed_order:
+            dt = compute_dtype(as_float(t).dtype)
+            return _log_one_hot(self.sample_marginal(None, x0, t), self.num_states, dt)
         t = _time_like(t, x0)
         la = jnp.broadcast_to(self.log_alpha(t), x0.shape)[..., None]
         l1m = jnp.broadcast_to(self.log1m_alpha(t), x0.shape)[..., None]
@@ -230,6 +298,44 @@ class MaskedProcess(DiscreteProcess):
 
     def x0_log_probs(self, logits, x_t):
         return subs(logits, x_t, self.mask_id)
+
+    def nelbo(self, model_fn, x0, key, num_steps=None, antithetic=True, *, causal=False, **kwargs):
+        """Per-sequence negative ELBO of ``x0`` (B, ...) in nats, shape (B,).
+
+        ``order="random"``: as ``DiscreteProcess.nelbo``. ``order="left_to_right"``: the
+        exact NLL with a causal model (``causal=True``, one forward pass,
+        ``elbo.fixed_order_nll``), else its one-position unbiased estimate
+        (``elbo.fixed_order_nelbo``); ``num_steps`` must be None (the bound is the likelihood).
+        """
+        if not self.fixed_order:
+            if causal:
+                raise ValueError("causal=True needs order='left_to_right': a causal model cannot see the "
+                                 "revealed tokens to the right of a masked one under the random order")
+            return super().nelbo(model_fn, x0, key, num_steps=num_steps, antithetic=antithetic, **kwargs)
+        if num_steps is not None:
+            raise ValueError(f"num_steps must be None for order='left_to_right' (its bound is the exact "
+                             f"likelihood), got {num_steps!r}")
+        if causal:
+            return _elbo.fixed_order_nll(self, model_fn, x0, causal=True, **kwargs)
+        return _elbo.fixed_order_nelbo(self, model_fn, x0, key, antithetic=antithetic, **kwargs)
+
+    def nll(self, model_fn, x0, *, causal=False, **kwargs):
+        """Exact negative log-likelihood (nats, shape (B,)) of ``x0`` under the fixed order:
+        ``elbo.fixed_order_nll`` (``causal=True``: one forward pass of a causal model, else
+        one model call per position). ``order="random"`` has no exact likelihood: use ``nelbo``,
+        or score its model with ``masked(V, schedule, order="left_to_right").nll``."""
+        if not self.fixed_order:
+            raise ValueError("nll is exact only for order='left_to_right'; order='random' has the ELBO "
+                             "(nelbo), or evaluate the model under the fixed order with "
+                             "masked(vocab_size, schedule, order='left_to_right').nll")
+        return _elbo.fixed_order_nll(self, model_fn, x0, causal=causal, **kwargs)
+
+    def hybrid_loss(self, model_fn, x0, key, num_steps=None, ce_weight=0.01, antithetic=True, **kwargs):
+        if self.fixed_order:
+            raise ValueError("the hybrid loss needs order='random'; order='left_to_right' trains its "
+                             "exact likelihood with loss='nelbo'")
+        return super().hybrid_loss(model_fn, x0, key, num_steps=num_steps, ce_weight=ce_weight,
+                                   antithetic=antithetic, **kwargs)
 
     def continuous_integrand(self, x0, x_t, logp, t):
         # MDLM / MD4: -alpha'(t) / (1 - alpha(t)) * sum over masked tokens of -log p(x0_i | x_t).
@@ -326,17 +432,21 @@ class UniformProcess(DiscreteProcess):
         return jnp.where(alive, rate * total, 0.0)[..., 0]
 
 
-def _make(cls, vocab_size, schedule, exponent):
+def _make(cls, vocab_size, schedule, exponent, **kwargs):
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-    return cls(vocab_size, get_schedule(schedule, exponent))
+    return cls(vocab_size, get_schedule(schedule, exponent), **kwargs)
 
 
-def masked(vocab_size: int, schedule="linear", *, exponent=None) -> MaskedProcess:
+def masked(vocab_size: int, schedule="linear", *, exponent=None, order="random") -> MaskedProcess:
     """Masked (absorbing) diffusion over ``vocab_size`` tokens; ``mask_id == vocab_size``.
     ``schedule``: "linear" (alpha = 1 - t), "cosine" (alpha = 1 - sin(pi t/2), MD4/MaskGIT),
-    "polynomial" (alpha = 1 - t**exponent, default exponent 2), or a ``schedules.Schedule``."""
-    return _make(MaskedProcess, vocab_size, schedule, exponent)
+    "polynomial" (alpha = 1 - t**exponent, default exponent 2), or a ``schedules.Schedule``.
+    ``order``: "random" (MDLM / MD4) or "left_to_right" (autoregression: a prefix of
+    ``ceil(L alpha(t))`` positions revealed at time t; see the module docstring)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return _make(MaskedProcess, vocab_size, schedule, exponent, order=order)
 
 
 def uniform(vocab_size: int, schedule="linear", *, exponent=None) -> UniformProcess:

@@ -71,6 +71,16 @@ class Schedule(eqx.Module):
     def _log_tp(self, t):
         return jnp.asarray(self.exponent, t.dtype) * jnp.log(t)
 
+    def time_at_log1m_alpha(self, log_c):
+        """The inverse of ``log1m_alpha``: the t in [0, 1] with ``log(1 - alpha(t)) = log_c``
+        (``log_c`` in [-inf, 0]; -inf gives t = 0, 0 gives t = 1)."""
+        log_c = jnp.minimum(as_float(log_c), 0.0)
+        if self.name == "linear":
+            return jnp.exp(log_c)
+        if self.name == "cosine":
+            return (2.0 / math.pi) * jnp.arcsin(jnp.exp(log_c))
+        return jnp.exp(log_c / jnp.asarray(self.exponent, log_c.dtype))
+
     def alpha(self, t):
         return jnp.exp(self.log_alpha(t))
 

@@ -49,7 +49,8 @@ def apply_rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> 
 
 
 class Attention(nnx.Module):
-    """Bidirectional multi-head self-attention over ``(B, L, D)``.
+    """Multi-head self-attention over ``(B, L, D)``: bidirectional, or with ``causal=True``
+    position i attends to positions ``<= i`` only.
 
     Projections run in the compute ``dtype``; the softmax runs in float32 inside
     ``jax.nn.dot_product_attention``. ``zero_init_out`` zero-initialises the output
@@ -68,6 +69,7 @@ class Attention(nnx.Module):
         *,
         rope: bool = False,
         zero_init_out: bool = False,
+        causal: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -79,7 +81,7 @@ class Attention(nnx.Module):
                 f"rotary positions need an even head dimension; dim={dim}, heads={heads} "
                 f"gives {dim // heads}."
             )
-        self.dim, self.heads, self.rope = dim, heads, rope
+        self.dim, self.heads, self.rope, self.causal = dim, heads, rope, bool(causal)
         dh = dim // heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # fan-in = D for both, as for a (D, 3D) / (D, D) dense kernel.
@@ -103,7 +105,7 @@ class Attention(nnx.Module):
         if self.rope:
             pos = jnp.arange(length)
             q, k = apply_rope(q, pos), apply_rope(k, pos)
-        return self.out(jax.nn.dot_product_attention(q, k, v))
+        return self.out(jax.nn.dot_product_attention(q, k, v, is_causal=self.causal))
 
 
 def _group_mean(v, groups):

@@ -8,7 +8,8 @@ One backbone (:class:`DiTBackbone`), two front ends:
   logits are produced for them.
 * :class:`PatchTransformer` — images ``(B, H, W, C)`` -> same shape (DiT).
 
-Attention is full (no causal mask), so every position sees every other.
+Attention is full (every position sees every other), or causal in a
+``TokenTransformer(causal=True)`` (autoregression as fixed-order masked diffusion).
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ class DiTBlock(nnx.Module):
 
     def __init__(
         self, dim: int, heads: int, cond_dim: int, *, mlp_ratio: float = 4.0,
-        dropout: float = 0.0, rope: bool = False, dtype=jnp.float32,
+        dropout: float = 0.0, rope: bool = False, causal: bool = False, dtype=jnp.float32,
         param_dtype=jnp.float32, rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dtype = dtype
         self.norm1 = _layer_norm(dim, rngs)
-        self.attn = Attention(dim, heads, rope=rope, **kw)
+        self.attn = Attention(dim, heads, rope=rope, causal=causal, **kw)
         self.norm2 = _layer_norm(dim, rngs)
         hidden = int(dim * mlp_ratio)
         # Column-parallel fc1, row-parallel fc2 over a `model` mesh axis ("mlp").
@@ -98,8 +99,8 @@ class DiTBackbone(nnx.Module):
         self, dim: int, depth: int, heads: int, out_dim: int, *, mlp_ratio: float = 4.0,
         dropout: float = 0.0, rope: bool = False, num_classes: int | None = None,
         cond_dim: int | None = None, time_embedding: str = "sinusoidal",
-        time_scale: float | None = None, second_time: bool = False, dtype=jnp.float32,
-        param_dtype=jnp.float32, rngs: nnx.Rngs,
+        time_scale: float | None = None, second_time: bool = False, causal: bool = False,
+        dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs,
     ):
         for name, v in (("dim", dim), ("depth", depth), ("heads", heads)):
             if not isinstance(v, int) or v < 1:
@@ -116,7 +117,7 @@ class DiTBackbone(nnx.Module):
         )
         self.blocks = nnx.List([
             DiTBlock(dim, heads, cond_dim, mlp_ratio=mlp_ratio, dropout=dropout, rope=rope,
-                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                     causal=causal, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for _ in range(depth)
         ])
         self.final = FinalLayer(dim, cond_dim, out_dim, param_dtype=param_dtype, rngs=rngs)
@@ -156,6 +157,14 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
     only produced for the ``vocab_size`` real tokens (the process applies SUBS /
     carry-over). The output layer is zero-initialised: uniform predictions at init.
 
+    ``causal=True`` makes it an autoregressive model in masked-diffusion form, for the masked
+    process with ``order="left_to_right"``: the tokens are shifted right by one (position 0
+    reads the mask id as a start token), attention is causal and the time is ignored
+    (``t`` is replaced by 0: under the fixed order the state is implied by the position).
+    The logits at position k are then a function of ``tokens[:, :k]`` only, the same in every
+    state whose first k tokens agree, so one call on a whole sequence scores every position
+    (``process.nll(..., causal=True)``). Needs ``num_extra_tokens >= 1``.
+
     Args:
       vocab_size: number of real tokens (output classes).
       num_extra_tokens: extra input-only ids (default 1: the mask token).
@@ -167,6 +176,7 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         MDLM uses 128, which removes most of the modulation parameters).
       positions: ``"rope"`` (rotary, default) or ``"learned"`` absolute embeddings.
       time_embedding, time_scale: see :class:`diffjax.models.embeddings.TimeEmbedding`.
+      causal: the autoregressive variant above (default False: bidirectional).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -186,6 +196,7 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         positions: str = "rope",
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
+        causal: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -197,6 +208,10 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         if not isinstance(seq_len, int) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive int; got {seq_len!r}.")
         _check_positions(positions, _POSITIONS_TOKENS)
+        if causal and num_extra_tokens < 1:
+            raise ValueError("causal=True needs num_extra_tokens >= 1 (the mask id is the start "
+                             f"token); got num_extra_tokens={num_extra_tokens}.")
+        self.causal = bool(causal)
         self.vocab_size, self.num_extra_tokens, self.seq_len = (
             vocab_size, num_extra_tokens, seq_len)
         self.positions, self.dtype = positions, dtype
@@ -211,8 +226,8 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         self.backbone = DiTBackbone(
             dim, depth, heads, vocab_size, mlp_ratio=mlp_ratio, dropout=dropout,
             rope=positions == "rope", num_classes=num_classes, cond_dim=cond_dim,
-            time_embedding=time_embedding,
-            time_scale=time_scale, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            time_embedding=time_embedding, time_scale=time_scale, causal=self.causal,
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
 
     @property
@@ -240,6 +255,10 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
                     f"{self.num_extra_tokens} extra); got values in [{lo}, {hi}]."
                 )
         rngs = dropout_rngs(self, rngs)
+        if self.causal:  # position k reads token k - 1; time is implied by the position
+            start = jnp.full_like(tokens[:, :1], self.vocab_size)
+            tokens = jnp.concatenate([start, tokens[:, :-1]], axis=1)
+            t = jnp.zeros_like(jnp.asarray(t, jnp.float32))
         x = self.embed(tokens)
         if self.pos is not None:
             x = x + self.pos[: tokens.shape[1]].astype(self.dtype)[None]

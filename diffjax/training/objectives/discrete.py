@@ -27,7 +27,10 @@ parameters into the two pure functions the rest of diffjax consumes::
     With ``num_steps=None`` this is the continuous-time bound (MDLM / MD4 for the masked
     process); an int ``T`` trains the T-step discrete-time bound (Hoogeboom et al. / D3PM).
     ``antithetic=True`` stratifies the times across the batch (each sequence's estimate stays
-    unbiased).
+    unbiased). For the masked process with ``order="left_to_right"`` the bound is the exact
+    negative log-likelihood: with a causal model (``TokenTransformer(causal=True)``, recorded
+    as ``causal``) one forward pass scores every position (autoregressive training), otherwise
+    one position per sequence is scored (``diffjax.discrete.elbo.fixed_order_nelbo``).
 
 ``model_fn(params, cond=None) -> model_fn(x_t, t) -> logits (B, L, vocab_size)``
     The inference network (dropout off) for the samplers (``diffjax.discrete.sample``), the
@@ -74,6 +77,7 @@ class DiscreteObjective(Network):
     num_classes: Optional[int] = None
     null_class: Optional[int] = None
     x_key: str = "x"
+    causal: bool = False
 
     @property
     def vocab_size(self) -> int:
@@ -97,8 +101,9 @@ class DiscreteObjective(Network):
         if self.loss == "hybrid":
             return self.process.hybrid_loss(model_fn, x0, key, num_steps=self.num_steps,
                                             ce_weight=self.ce_weight, antithetic=self.antithetic)
+        kw = {"causal": True} if self.causal else {}
         return self.process.nelbo(model_fn, x0, key, num_steps=self.num_steps,
-                                  antithetic=self.antithetic)
+                                  antithetic=self.antithetic, **kw)
 
     def loss_fn(self, params: Any, batch: Mapping[str, jax.Array], key: jax.Array):
         """``(loss in nats/token, metrics)`` for ``training.make_train_step`` (module
@@ -152,10 +157,17 @@ def make_discrete_objective(model: nnx.Module, *, process: DiscreteProcess,
     if isinstance(process, MaskedProcess) and getattr(model, "num_extra_tokens", 1) < 1:
         raise ValueError("the masked process needs a model whose input vocabulary has the mask "
                          "token (num_extra_tokens >= 1)")
+    if getattr(process, "fixed_order", False) and (loss != "nelbo" or num_steps is not None):
+        raise ValueError(f"order='left_to_right' trains its exact likelihood: loss must be 'nelbo' and "
+                         f"num_steps None, got loss={loss!r}, num_steps={num_steps!r}")
+    causal = bool(getattr(model, "causal", False))
+    if causal and not getattr(process, "fixed_order", False):
+        raise ValueError(f"a causal model needs the masked process with order='left_to_right', got "
+                         f"{process!r}")
     train_graphdef, eval_graphdef, params, rest = split_train_eval(model)
     objective = DiscreteObjective(
         train_graphdef=train_graphdef, eval_graphdef=eval_graphdef, rest=rest, process=process,
         loss=loss, num_steps=num_steps, ce_weight=float(ce_weight), antithetic=bool(antithetic),
         num_classes=getattr(model, "num_classes", None),
-        null_class=getattr(model, "null_class", None), x_key=x_key)
+        null_class=getattr(model, "null_class", None), x_key=x_key, causal=causal)
     return objective, params
