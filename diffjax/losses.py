@@ -35,8 +35,8 @@ import jax.numpy as jnp
 
 from diffjax.parameterization import check_kind, expand, from_x0_eps
 
-__all__ = ["WEIGHTINGS", "sample_time", "weight", "denoising_loss", "flow_matching_loss", "vdm_elbo",
-           "vdm_elbo_discrete", "eps_scale"]
+__all__ = ["WEIGHTINGS", "sample_time", "weight", "denoising_loss", "denoising_error", "flow_matching_loss",
+           "vdm_elbo", "vdm_elbo_discrete", "eps_scale"]
 
 
 def __dir__():
@@ -139,8 +139,24 @@ def denoising_loss(model_fn, x0, key, *, schedule, prediction, weighting="simple
     a, s = expand(schedule.alpha(t), x0), expand(schedule.sigma(t), x0)
     x_t = (a * x0 + s * eps).astype(x0.dtype)
     out = model_fn(x_t, t)
+    loss, mse_eps = denoising_error(out, x0, eps, x_t, t, schedule=schedule, prediction=prediction,
+                                    weighting=weighting, reduce=reduce, **weighting_kwargs)
+    return ratio * loss, {"t": t, "x_t": x_t, "mse_eps": mse_eps}
+
+
+def denoising_error(out, x0, eps, x_t, t, *, schedule, prediction, weighting="simple", reduce="mean",
+                    **weighting_kwargs):
+    """The per-example loss of ``denoising_loss`` for a model output ``out`` at
+    ``x_t = alpha(t) x0 + sigma(t) eps`` (times ``t`` of shape (B,)); returns ``(loss (B,),
+    unweighted eps-space MSE (B,))``. For callers that draw ``x_t`` and call the model
+    themselves (a model with several outputs)."""
+    check_kind(prediction)
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
     if out.shape != x0.shape:
         raise ValueError(f"model_fn must return the shape of x {x0.shape}, got {out.shape}")
+    dtype = _tdtype(x0)
+    b = x0.shape[0]
     target = from_x0_eps(x0, eps, x_t, t, schedule, prediction)
     err = jnp.square(out.astype(dtype) - target.astype(dtype)).reshape(b, -1)
     err = jnp.sum(err, -1) if reduce == "sum" else jnp.mean(err, -1)
@@ -149,8 +165,7 @@ def denoising_loss(model_fn, x0, key, *, schedule, prediction, weighting="simple
         w_native = jnp.ones_like(t)
     else:
         w_native = weight(weighting, schedule, t, **weighting_kwargs) * c2
-    loss = w_native * ratio * err
-    return loss, {"t": t, "x_t": x_t, "mse_eps": c2 * err}
+    return w_native * err, c2 * err
 
 
 def flow_matching_loss(model_fn, x0, key, *, schedule=None, **kwargs):
