@@ -10,14 +10,14 @@ prediction kinds a model may output (``"x0", "eps", "v", "score", "flow"``).
 ``diffjax.models``, ``diffjax.training`` and ``diffjax.data`` (the ``train`` and ``data``
 extras) are imported explicitly.
 """
-from diffjax import discrete, editing, grids, guidance, likelihood, losses, schedules, solvers
+from diffjax import discrete, editing, grids, guidance, joint, likelihood, losses, schedules, solvers
 from diffjax.gaussian import GaussianProcess, gaussian
 from diffjax.parameterization import KINDS, add_noise, convert
 from diffjax.solvers import encode, sample
 
 __version__ = "0.1.0"
 
-__all__ = ["schedules", "grids", "solvers", "likelihood", "losses", "guidance", "discrete", "editing", "add_noise", "convert", "KINDS",
+__all__ = ["schedules", "grids", "solvers", "likelihood", "losses", "guidance", "discrete", "joint", "editing", "add_noise", "convert", "KINDS",
            "sample", "encode", "gaussian", "GaussianProcess"]
 
 
