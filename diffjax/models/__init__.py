@@ -45,6 +45,11 @@ Every model takes ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``; default float
 Accounting: :func:`count_params` and :func:`flops_per_example` (XLA cost analysis of the
 compiled forward or train step, for MFU).
 
+Joint image + label network (``diffjax.joint``): :class:`JointUNet` is called as
+``model(x, labels, t, t_label, *, rngs=None) -> (out, logits)``, a :class:`UNet` with the
+label tokens (``num_classes`` = unknown) as its class input, ``t_label`` as its second time and
+a head giving ``(B, num_classes)`` label logits.
+
 Evaluation network (not a denoiser, outside the calling convention above):
 :class:`InceptionV3` (:mod:`diffjax.models.inception`), the FID Inception trunk, images in
 ``[0, 1]`` -> 2048-d pool3 features, with :func:`load_inception` reading user-supplied
@@ -65,12 +70,13 @@ from diffjax.models.embeddings import (
 from diffjax.models.inception import InceptionV3, load_inception
 from diffjax.models.mlp import MLP
 from diffjax.models.transformer import DiTBackbone, PatchTransformer, TokenTransformer
-from diffjax.models.unet import UNet
+from diffjax.models.unet import JointUNet, UNet
 from diffjax.models.utils import count_params, flops_per_example
 
 __all__ = [
     "MLP",
     "UNet",
+    "JointUNet",
     "TokenTransformer",
     "PatchTransformer",
     "DiTBackbone",

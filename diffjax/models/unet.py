@@ -11,7 +11,7 @@ from flax import nnx
 from diffjax.models.embeddings import Conditioning
 from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
 
-__all__ = ["UNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
+__all__ = ["UNet", "JointUNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
 
 def __dir__():
@@ -302,6 +302,10 @@ class UNet(nnx.Module):
         return self.cond.null_class
 
     def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
+        return self._forward(x, t, cond, t2, rngs)[0]
+
+    def _forward(self, x, t, cond, t2, rngs):
+        """``(output, the middle block's features (B, h, w, C))``."""
         x = jnp.asarray(x)
         want = (*self.image_size, self.in_channels)
         if x.ndim != 4 or x.shape[1:] != want:
@@ -323,10 +327,55 @@ class UNet(nnx.Module):
         h = self.mid_res1(h, emb, rngs)
         h = self.mid_attn(h)
         h = self.mid_res2(h, emb, rngs)
+        mid = h
 
         for i, stages in enumerate(self.up):
             for s in stages:
                 h = s(jnp.concatenate([h, hs.pop()], axis=-1), emb, rngs)
             if i < len(self.upsamplers):
                 h = self.upsamplers[i](h, hs[-1].shape[1:3])
-        return self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return self.conv_out(jax.nn.silu(self.norm_out(h))), mid
+
+
+class JointUNet(UNet):
+    """A :class:`UNet` over an image and a class label that also predicts the label:
+    ``model(x, labels, t, t_label, *, rngs=None) -> (out, logits)``.
+
+    ``labels`` are integer tokens ``(B,)`` in ``[0, num_classes]``, where ``num_classes``
+    (``model.mask_token``) means "label unknown"; they enter as the U-Net's class embedding and
+    ``t_label`` (float, ``(B,)`` or scalar) as its second time input, both added to the
+    conditioning vector of every residual block. ``out`` is the U-Net's output for ``x`` at
+    ``t`` (float32, the shape of ``x`` with ``out_channels``); ``logits`` (float32,
+    ``(B, num_classes)``) come from a head on the middle block: GroupNorm -> SiLU -> mean over
+    the positions -> zero-initialised linear layer (uniform logits at initialisation). The
+    model knows nothing of noise: the times are just two more inputs.
+
+    Args: those of :class:`UNet` (``num_classes`` required, ``second_time`` set), with
+    ``num_classes`` the number of classes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, *, num_classes: int,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs, **kwargs):
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}.")
+        if "second_time" in kwargs:
+            raise ValueError("JointUNet always takes t_label as its second time; do not pass second_time.")
+        super().__init__(in_channels, out_channels, num_classes=num_classes, second_time=True,
+                         param_dtype=param_dtype, rngs=rngs, **kwargs)
+        width = self.mid_res2.conv2.out_features
+        self.head_norm = _group_norm(width, jnp.float32, param_dtype, rngs)
+        self.head = nnx.Linear(width, num_classes, kernel_init=_ZEROS, dtype=jnp.float32,
+                               param_dtype=param_dtype, rngs=rngs)
+
+    @property
+    def mask_token(self) -> int:
+        """The label token meaning "unknown" (``num_classes``, the class embedding's null class)."""
+        return self.null_class
+
+    def __call__(self, x, labels, t, t_label, *, rngs=None):
+        labels = jnp.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != jnp.shape(x)[0]:
+            raise ValueError(f"labels must have shape (B,) = ({jnp.shape(x)[0]},); got {labels.shape}.")
+        out, mid = self._forward(x, t, labels, t_label, rngs)
+        pooled = jnp.mean(jax.nn.silu(self.head_norm(mid.astype(jnp.float32))), axis=(1, 2))
+        return out, self.head(pooled)
