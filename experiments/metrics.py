@@ -13,7 +13,8 @@ bits/dim by the probability-flow ODE likelihood.
   ``SVC(probability=True)``) is trained on one half of the 1797 real digits; it reports the share
   of samples it classifies with confidence >= 0.8, the same share on the other, held-out real
   half (about 0.89), their ratio, and the entropy of the predicted-class histogram over the
-  samples (log 10 = 2.303 for perfectly balanced classes).
+  samples (log 10 = 2.303 for perfectly balanced classes). ``digits_predict`` gives its
+  predicted classes (the judge of generated (image, label) pairs, ``experiments.tasks.joint``).
 * ``ode_bits_per_dim``: ``diffjax.likelihood.ode_nll`` (Hutchinson) on held-out data; for
   dequantised discrete data the bound adds the bin volume (``diffjax.likelihood.bits_per_dim``).
 """
@@ -32,7 +33,7 @@ from diffjax import platform
 from experiments.common import map_batches
 
 __all__ = ["sliced_wasserstein", "sliced_wasserstein_floor", "checkerboard_support_share",
-           "toy_quality", "digits_quality", "pixel_statistics", "sample_quality",
+           "toy_quality", "digits_quality", "digits_predict", "pixel_statistics", "sample_quality",
            "ode_bits_per_dim"]
 
 
@@ -136,6 +137,16 @@ def digits_quality(levels: np.ndarray, *, threshold: float = 0.8, seed: int = 0)
             "class_histogram": hist.tolist(),
             "real_accuracy": float(np.mean(real_pred == real_y)),
             "num_samples": int(len(levels)), "threshold": threshold}
+
+
+def digits_predict(levels: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """The class ``digits_quality``'s SVC assigns to each digit given as levels 0..16,
+    shape (N, 8, 8[, 1]); int64 (N,)."""
+    levels = np.asarray(levels, np.float64).reshape(len(levels), -1)
+    if levels.shape[1] != 64:
+        raise ValueError(f"levels must hold 8x8 digits, got {levels.shape[1]} values per example")
+    clf, _, _ = _digits_classifier(seed)
+    return _confidence(clf, levels)[1].astype(np.int64)
 
 
 def pixel_statistics(samples: np.ndarray, reference: np.ndarray) -> dict:

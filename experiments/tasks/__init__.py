@@ -5,7 +5,9 @@
 * ``"gaussian"`` (`experiments.tasks.gaussian`): Gaussian diffusion and flows on 2-D points
   and images (``toy``, ``digits``, ``digits_cond``, ``mnist``, ``cifar10``, ...);
 * ``"text"`` (`experiments.tasks.text`): masked or uniform discrete diffusion on characters
-  (``text_small``, ``text8``).
+  (``text_small``, ``text8``);
+* ``"joint"`` (`experiments.tasks.joint`): images and their class labels from one network, a
+  Gaussian process on the image and a masked one on the label (``digits_joint``).
 
 Each is a `Task` (``experiments.tasks.base``); adding one is a module with a subclass, an
 entry in ``TASKS`` and its configs.
@@ -15,11 +17,12 @@ from __future__ import annotations
 from diffjax.data import text as _text_data
 from experiments.tasks.base import Task
 from experiments.tasks.gaussian import GaussianTask
+from experiments.tasks.joint import JointTask
 from experiments.tasks.text import TextTask
 
-__all__ = ["Task", "GaussianTask", "TextTask", "TASKS", "get", "all_tasks"]
+__all__ = ["Task", "GaussianTask", "TextTask", "JointTask", "TASKS", "get", "all_tasks"]
 
-TASKS = {"gaussian": GaussianTask(), "text": TextTask()}
+TASKS = {"gaussian": GaussianTask(), "text": TextTask(), "joint": JointTask()}
 
 
 def all_tasks() -> tuple:
