@@ -21,26 +21,10 @@ NOT_LOADED = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "sk
 
 # Modules whose owners have not yet added ``__all__`` / ``__dir__`` / docstrings (strict xfail:
 # the entry must go once the module passes).
-PENDING = {
-    "diffjax.solvers": "module-level __dir__ (dir() shows jax, jnp, np)",
-    "diffjax.solvers.driver": "__all__, __dir__",
-    "diffjax.solvers.ddim": "__all__, __dir__, DDIM docstring",
-    "diffjax.solvers.pc": "__all__, __dir__, PC docstring",
-    "diffjax.discrete.sampling": "__dir__",
-    "diffjax.training.loop": "__dir__",
-    "diffjax.data": "__dir__",
-    "diffjax.data.digits": "__all__, __dir__",
-    "diffjax.data.latents": "__all__, __dir__",
-    "diffjax.data.pipeline": "__all__, __dir__",
-    "diffjax.data.preprocessing": "__all__, __dir__",
-    "diffjax.data.text": "__all__, __dir__",
-    "diffjax.data.tfds": "__all__, __dir__",
-    "diffjax.data.toy": "__all__, __dir__",
-    "diffjax.data.local": "__dir__, docstrings of IMAGE_NAMES, NAMES, TEXT_NAMES",
-}
+PENDING = {}
 # Names re-exported by a checked module whose docstring belongs to a module in PENDING (allowed
 # to lack one until that module is done).
-PENDING_DOCS = {"diffjax.training": {"TrainResult"}}  # diffjax/training/loop.py
+PENDING_DOCS = {}
 
 
 def public_modules():

@@ -49,6 +49,8 @@ Dataset options (keyword arguments of :func:`get_dataset`; others raise ValueErr
 Data that is not on disk raises ``DatasetNotPreparedError`` (a ``FileNotFoundError``; text8:
 ``FileNotFoundError``) naming the expected files and how to prepare them.
 
+A batch (type ``Batch``, from :mod:`diffjax.data.pipeline`) is a dict of numpy arrays whose
+first axis is the example: ``"x"``, and ``"label"`` / ``"mask"`` where the dataset has them.
 Iteration semantics (shuffling per epoch, drop_remainder / padding with ``"mask"``, host
 shards, resumable state) are described in :mod:`diffjax.data.pipeline`.
 """
@@ -65,8 +67,17 @@ from diffjax.data import digits, latents, local, pipeline, preprocessing, text, 
 from diffjax.data.pipeline import Batch, DataIterator, DatasetInfo
 from diffjax.data.tfds import DatasetNotPreparedError
 
+__all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo", "DatasetNotPreparedError", "describe", "digits",
+           "get_dataset", "get_iterator", "latents", "local", "pipeline", "preprocessing", "text", "tfds", "toy"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 NAMES = (toy.NAMES + ("digits",) + tuple(tfds.DATASETS) + text.NAMES + latents.NAMES
          + local.NAMES)
+"""Every dataset name ``get_dataset`` accepts (toy, digits, TFDS, text, latents, local)."""
 _IMAGE_OPTIONS = {"dequantize": False, "random_flip": False}
 _OPTIONS: dict[str, dict[str, Any]] = {
     **{name: {} for name in toy.NAMES},
@@ -357,7 +368,3 @@ def get_iterator(name: str, split: str = "train", *, batch_size: int,
         num_epochs=num_epochs, process_index=process_index, process_count=process_count,
         prefetch=prefetch, state=state)
 
-
-__all__ = ["NAMES", "Batch", "DataIterator", "Dataset", "DatasetInfo",
-           "DatasetNotPreparedError", "describe", "digits", "get_dataset", "get_iterator", "latents",
-           "local", "pipeline", "preprocessing", "text", "tfds", "toy"]

@@ -20,10 +20,23 @@ import numpy as np
 
 from diffjax.data import preprocessing
 
+__all__ = ["DigitsSource", "MAX_VALUE", "NUM_CLASSES", "SHAPE", "SPLITS", "load", "postprocess", "preprocess",
+           "split_indices"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 MAX_VALUE = 16
+"""The largest grey level of an image (levels are the integers 0..16)."""
 NUM_CLASSES = 10
+"""The number of classes (the digits 0..9)."""
 SHAPE = (8, 8, 1)
+"""The shape of one image, height x width x channels."""
 SPLITS = ("train", "test", "all")
+"""The split names ``load`` accepts: ``"train"`` and the held-out ``"test"`` (disjoint), and
+``"all"``."""
 
 
 @functools.lru_cache(maxsize=1)

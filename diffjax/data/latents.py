@@ -57,11 +57,26 @@ import numpy as np
 from diffjax.data import text
 from diffjax.data.tfds import DatasetNotPreparedError
 
+__all__ = ["DATASETS", "DTYPES", "DatasetNotPreparedError", "FORMAT", "FORMAT_VERSION", "INFO_FILE", "LatentSource",
+           "LatentSpec", "NAMES", "default_data_dir", "prepared_dir", "read_info", "record_bytes", "split_path",
+           "write_latents"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 FORMAT = "diffjax-latents"
+"""The ``"format"`` entry of ``info.json`` that marks a latents folder."""
 FORMAT_VERSION = 1
+"""The version of the on-disk format this module reads and writes (``info.json``'s
+``"format_version"``)."""
 INFO_FILE = "info.json"
+"""The name of the metadata file in ``<data_dir>/<name>/``."""
 SUFFIX = ".array_record"
+"""The suffix of a split's records file, ``<split>.array_record``."""
 DTYPES = ("float16", "float32")
+"""The dtypes latents may be stored in."""
 _LABEL_BYTES = 4
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _WRITE_CHUNK = 1024  # rows converted at a time (memory-mapped inputs stay on disk)
@@ -69,6 +84,10 @@ _WRITE_CHUNK = 1024  # rows converted at a time (memory-mapped inputs stay on di
 
 @dataclasses.dataclass(frozen=True)
 class LatentSpec:
+    """A latents dataset: the ``shape`` (H, W, C) of one latent (NHWC), the number of classes,
+    the VAE's latent ``scale`` factor (the default of :func:`write_latents`) and a one-line
+    ``description`` of the images and the VAE."""
+
     shape: tuple[int, int, int]  # (H, W, C) of one latent, NHWC
     num_classes: int
     scale: float  # the VAE's latent scale factor (default of write_latents)
@@ -80,10 +99,13 @@ DATASETS: dict[str, LatentSpec] = {
         (32, 32, 4), 1000, 0.18215,
         "ImageNet-1k 256x256 encoded by the Stable-Diffusion VAE"),
 }
+"""The known latents datasets: name -> :class:`LatentSpec`."""
 NAMES = tuple(DATASETS)
+"""The latents dataset names (``imagenet256_latents``)."""
 
 
 def check_name(name: str) -> LatentSpec:
+    """The :class:`LatentSpec` of ``name``, or a ValueError listing the known names."""
     if name not in DATASETS:
         raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}.")
     return DATASETS[name]
@@ -359,7 +381,3 @@ def write_latents(data_dir: str | os.PathLike, name: str, split: str, latents, l
     _write_json_atomic(root / INFO_FILE, info)
     return root
 
-
-__all__ = ["DATASETS", "DTYPES", "DatasetNotPreparedError", "FORMAT", "FORMAT_VERSION",
-           "INFO_FILE", "LatentSource", "LatentSpec", "NAMES", "default_data_dir",
-           "prepared_dir", "read_info", "record_bytes", "split_path", "write_latents"]

@@ -73,20 +73,44 @@ import numpy as np
 
 from diffjax.data.text import TextChunks
 
+__all__ = ["EmptySplitError", "HELDOUT_EVERY", "IMAGE_EXTENSIONS", "IMAGE_NAMES", "ImageFolderSource", "NAMES",
+           "TEXT_NAMES", "TextFileSource", "center_crop_array", "decode_tokens", "heldout_indices", "list_images",
+           "load_image", "load_text_file", "split_sizes", "text_split_bounds"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 IMAGE_NAMES = ("image_folder",)
+"""The dataset names of this module that read a folder of images (``image_folder``)."""
 TEXT_NAMES = ("text_file",)
+"""The dataset names of this module that read a text file (``text_file``)."""
 NAMES = IMAGE_NAMES + TEXT_NAMES
+"""Every dataset name of this module: ``IMAGE_NAMES`` then ``TEXT_NAMES``."""
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+"""The file-name endings (matched in any case) of the files ``image_folder`` reads."""
 IMAGE_SPLITS = ("train", "test", "all")
+"""The split names of ``image_folder``."""
 TEXT_SPLITS = ("train", "test")
+"""The split names of ``text_file``."""
 TEXT_VOCABS = ("char", "byte")
+"""The vocabularies of ``text_file``."""
 HELDOUT_EVERY = 20
+"""Every ``HELDOUT_EVERY``-th image of the sorted file list (the last of each run of 20) is in
+the ``"test"`` split."""
 MAX_VALUE = 255
+"""The largest pixel level of the images read (uint8 levels 0..255)."""
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+"""The PIL image modes counted as grayscale."""
 PATH_FLAG = "--config.data.path"
+"""The launcher flag of the ``path`` option, named in error messages."""
 IMAGE_SIZE_FLAG = "--config.data.image_size"
+"""The launcher flag of the ``image_size`` option, named in error messages."""
 SEQ_LEN_FLAG = "--config.data.seq_len"
+"""The launcher flag of the ``seq_len`` option, named in error messages."""
 VOCAB_FLAG = "--config.data.vocab"
+"""The launcher flag of the ``vocab`` option, named in error messages."""
 
 
 class EmptySplitError(ValueError):
@@ -433,8 +457,3 @@ def split_sizes(num_tokens: int) -> tuple[int, int]:
     """``(train tokens, test tokens)`` of a file of ``num_tokens`` tokens."""
     return tuple(b - a for a, b in (text_split_bounds(num_tokens, s) for s in TEXT_SPLITS))
 
-
-__all__ = ["EmptySplitError", "HELDOUT_EVERY", "IMAGE_EXTENSIONS", "IMAGE_NAMES",
-           "ImageFolderSource", "NAMES", "TEXT_NAMES", "TextFileSource", "center_crop_array",
-           "decode_tokens", "heldout_indices", "list_images", "load_image", "load_text_file",
-           "split_sizes", "text_split_bounds"]

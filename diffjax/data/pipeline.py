@@ -43,8 +43,21 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+__all__ = ["Batch", "DataIterator", "DatasetInfo", "MappedSource", "RandomAccessSource", "STATE_KEYS",
+           "check_sharding", "epoch_permutation", "example_rng", "host_slice", "read_all", "shard_indices",
+           "source_iterator", "stream_iterator", "steps_per_epoch"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 Batch = dict[str, np.ndarray]
+"""The type of a batch: a dict from entry names (``"x"``, ``"label"``, ``"mask"``) to numpy
+arrays whose first axis is the example."""
 STATE_KEYS = ("seed", "epoch", "position")
+"""The keys of an iterator's state dict (``DataIterator.get_state()``): the seed, the epoch and
+the batches already delivered in that epoch."""
 
 # Stream tags keep the random streams of different purposes apart.
 _SHUFFLE_TAG = 0
@@ -372,9 +385,3 @@ def read_all(source: RandomAccessSource, batch_size: int = 1024) -> Batch:
     parts = [source.read(np.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-
-__all__ = [
-        "Batch", "DataIterator", "DatasetInfo", "MappedSource", "RandomAccessSource", "STATE_KEYS",
-        "check_sharding", "epoch_permutation", "example_rng", "host_slice", "read_all",
-        "shard_indices", "source_iterator", "stream_iterator", "steps_per_epoch",
-]

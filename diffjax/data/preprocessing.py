@@ -18,6 +18,12 @@ import numpy as np
 
 from diffjax.data.pipeline import Batch
 
+__all__ = ["ImageAugment", "dequantize", "to_levels", "to_symmetric"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 def to_symmetric(x: np.ndarray, max_value: int) -> np.ndarray:
     """Levels ``0..max_value`` -> float32 in ``[-1, 1]`` (plain scaling)."""

@@ -60,20 +60,43 @@ from typing import Iterator
 
 import numpy as np
 
+__all__ = ["BLOCK_CHARS", "BYTE_VOCAB_SIZE", "CHARS", "CHAR_VOCAB_SIZE", "CORPUS_FORMAT", "HELDOUT_EVERY", "NAMES",
+           "SKIP_DIRS", "STDLIB_SPLITS", "TEXT8_SPLITS", "TextChunks", "VOCABS", "block_split",
+           "build_stdlib_corpus", "decode", "default_cache_dir", "default_data_dir", "encode", "file_text",
+           "iter_source_files", "load_chunks", "load_text8", "normalize", "source_pieces", "split_text",
+           "stdlib_corpus", "stdlib_corpus_path", "text8_path", "text8_split", "unigram_entropy_bits",
+           "vocab_size"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 CHARS = " abcdefghijklmnopqrstuvwxyz"
+"""The character vocabulary in id order: space is 0, ``a`` is 1, ..., ``z`` is 26."""
 CHAR_VOCAB_SIZE = len(CHARS)
+"""The size of the character vocabulary (27)."""
 BYTE_VOCAB_SIZE = 256
+"""The size of the byte vocabulary (one id per byte value)."""
 VOCABS = ("char", "byte")
+"""The vocabulary names ``encode`` / ``decode`` / ``vocab_size`` accept."""
 
 TEXT8_SPLITS = {"train": (0.0, 0.9), "validation": (0.9, 0.95), "test": (0.95, 1.0)}
+"""text8's splits: name -> ``(start, end)`` as fractions of the file's length."""
 STDLIB_SPLITS = ("train", "test")
+"""The split names of the standard-library corpus (``"test"``: the held-out blocks)."""
 NAMES = ("text8", "stdlib_text")
+"""The text dataset names of this module."""
 
 CORPUS_FORMAT = 1  # bump when the corpus construction below changes
+"""The version of the corpus construction, part of the cache file's name."""
 SKIP_DIRS = frozenset({"test", "tests", "idle_test", "__pycache__", "site-packages",
                        "dist-packages", "encodings"})
+"""Directory names the standard-library walk skips (tests, installed packages, codec tables)."""
 BLOCK_CHARS = 10_000
+"""The length in characters of the blocks the held-out split is cut into."""
 HELDOUT_EVERY = 20
+"""Every ``HELDOUT_EVERY``-th block (the last of each run of 20) is held out as ``"test"``."""
 _DIRECTIVES = ("type:", "noqa", "pragma:", "fmt:", "pylint:")
 _CODING_RE = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
 _NON_LETTERS_RE = re.compile(r"[^a-z]+")
@@ -118,6 +141,7 @@ def decode(ids: np.ndarray, vocab: str = "char") -> str:
 
 
 def vocab_size(vocab: str) -> int:
+    """The number of token ids of vocabulary ``vocab`` (27 for ``char``, 256 for ``byte``)."""
     if vocab not in VOCABS:
         raise ValueError(f"vocab must be one of {list(VOCABS)}, got {vocab!r}.")
     return CHAR_VOCAB_SIZE if vocab == "char" else BYTE_VOCAB_SIZE
@@ -141,6 +165,8 @@ def unigram_entropy_bits(corpus: str | bytes | np.ndarray) -> float:
 
 # -- directories -------------------------------------------------------------------------------
 def default_cache_dir() -> pathlib.Path:
+    """Where built corpora are cached: ``$DIFFJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/diffjax``,
+    else ``~/.cache/diffjax``."""
     if os.environ.get("DIFFJAX_CACHE_DIR"):
         return pathlib.Path(os.environ["DIFFJAX_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
@@ -148,6 +174,8 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def default_data_dir() -> pathlib.Path:
+    """Where user-provided data (text8) is looked for: ``$DIFFJAX_DATA_DIR``, else
+    :func:`default_cache_dir`."""
     if os.environ.get("DIFFJAX_DATA_DIR"):
         return pathlib.Path(os.environ["DIFFJAX_DATA_DIR"]).expanduser()
     return default_cache_dir()
@@ -274,6 +302,9 @@ def build_stdlib_corpus(root: str | os.PathLike | None = None) -> str:
 
 
 def stdlib_corpus_path(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """The cache file of this Python's standard-library corpus in ``cache_dir`` (default
+    :func:`default_cache_dir`); its name holds the implementation, the Python version and
+    ``CORPUS_FORMAT``."""
     cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     key = f"{sys.implementation.name}-{platform.python_version()}-v{CORPUS_FORMAT}"
     return cache_dir / f"stdlib_text-{key}.txt"

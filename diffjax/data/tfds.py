@@ -31,11 +31,23 @@ from typing import Mapping
 
 import numpy as np
 
+__all__ = ["DATASETS", "DatasetNotPreparedError", "ImageSpec", "MAX_VALUE", "TfdsImageSource", "data_source",
+           "default_data_dir", "prepared_dir", "write_synthetic_dataset"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 MAX_VALUE = 255
+"""The largest pixel level of every TFDS image dataset here (uint8 levels 0..255)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
+    """What diffjax knows of a TFDS image dataset: the image ``shape`` (H, W, C), the number
+    of classes and the TFDS version it was written against."""
+
     shape: tuple[int, int, int]
     num_classes: int
     version: str  # of the real TFDS dataset (informational; any prepared version is read)
@@ -46,6 +58,7 @@ DATASETS: dict[str, ImageSpec] = {
     "fashion_mnist": ImageSpec((28, 28, 1), 10, "3.0.1"),
     "cifar10": ImageSpec((32, 32, 3), 10, "3.0.2"),
 }
+"""The supported TFDS image datasets: name -> :class:`ImageSpec`."""
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -54,10 +67,12 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 
 def default_data_dir() -> str:
+    """TFDS's data folder: ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
     return os.path.expanduser(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
 def check_name(name: str) -> ImageSpec:
+    """The :class:`ImageSpec` of ``name``, or a ValueError listing the supported names."""
     if name not in DATASETS:
         raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}.")
     return DATASETS[name]
@@ -222,6 +237,3 @@ def write_synthetic_dataset(data_dir: str | os.PathLike, name: str,
     builder.download_and_prepare()
     return pathlib.Path(builder.data_dir)
 
-
-__all__ = ["DATASETS", "DatasetNotPreparedError", "MAX_VALUE", "TfdsImageSource",
-           "data_source", "default_data_dir", "prepared_dir", "write_synthetic_dataset"]

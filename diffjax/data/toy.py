@@ -31,20 +31,40 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+__all__ = ["CHECKERBOARD_SIZE", "MOONS_NOISE", "MOONS_SHIFT", "NAMES", "RING_COMPONENTS", "RING_RADIUS", "RING_STD",
+           "SWISS_ROLL_NOISE", "SWISS_ROLL_SCALE", "SWISS_ROLL_SHIFT", "SWISS_ROLL_T_RANGE", "check_name",
+           "checkerboard_squares", "sample"]
+
+
+def __dir__():
+    return sorted(__all__)
+
+
 RING_COMPONENTS = 8
+"""``gaussian_ring``: the number of equal-weight Gaussian components, evenly spaced on a circle."""
 RING_RADIUS = 2.0
+"""``gaussian_ring``: the radius of the circle of component centres."""
 RING_STD = 0.1
+"""``gaussian_ring``: the standard deviation of each (isotropic) component."""
 
 MOONS_SHIFT = (-0.5, -0.25)
+"""``two_moons``: the shift added to every point (it makes the mean exactly 0)."""
 MOONS_NOISE = 0.1
+"""``two_moons``: the standard deviation of the isotropic Gaussian blur."""
 
 SWISS_ROLL_T_RANGE = (1.5 * np.pi, 4.5 * np.pi)
+"""``swiss_roll``: the range ``(low, high)`` of the uniform angle ``t``."""
 SWISS_ROLL_SCALE = 5.0
+"""``swiss_roll``: the divisor of ``t (cos t, sin t)`` (the spiral's radius is ``t / 5``)."""
 SWISS_ROLL_NOISE = 0.05
+"""``swiss_roll``: the standard deviation of the isotropic Gaussian blur."""
 # E[t cos t] = 2 and E[t sin t] = 2 / (3 pi) for t ~ U[1.5 pi, 4.5 pi].
 SWISS_ROLL_SHIFT = (-2.0 / SWISS_ROLL_SCALE, -2.0 / (3.0 * np.pi) / SWISS_ROLL_SCALE)
+"""``swiss_roll``: the shift added to every point, minus the exact mean of the spiral (so the
+mean is 0)."""
 
-CHECKERBOARD_SIZE = 4  # squares per side, unit squares centred on the origin
+CHECKERBOARD_SIZE = 4
+"""``checkerboard``: the number of unit squares per side of the board, centred on the origin."""
 
 
 def _gaussian_ring(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -90,9 +110,12 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "checkerboard": _checkerboard,
 }
 NAMES = tuple(_SAMPLERS)
+"""The toy distribution names: ``gaussian_ring``, ``two_moons``, ``swiss_roll``,
+``checkerboard``."""
 
 
 def check_name(name: str) -> str:
+    """``name`` if it is one of ``NAMES``, else a ValueError listing them."""
     if name not in _SAMPLERS:
         raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}.")
     return name

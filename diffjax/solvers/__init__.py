@@ -26,6 +26,10 @@ __all__ = ["sample", "encode", "get", "names", "driver", "Denoiser", "Solver", "
            "STOCHASTIC"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def get(name: str) -> type:
     """The solver class registered as ``name``; ``get(name)(**options)`` is an instance. Raises a
     ValueError listing the registered names (and close matches) for an unknown ``name``."""
@@ -38,7 +42,11 @@ def names() -> tuple:
 
 
 DETERMINISTIC = tuple(n for n in names() if get(n)().deterministic)
+"""The names of the solvers that draw no noise with their default options (the ones ``encode``
+accepts), in registration order."""
 STOCHASTIC = tuple(n for n in names() if n not in DETERMINISTIC)
+"""The names of the other solvers (they draw noise at every step with their default options), in
+registration order."""
 
 
 def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", steps=None, ts=None, t_min=1e-3,

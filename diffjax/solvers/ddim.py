@@ -13,8 +13,18 @@ import jax.numpy as jnp
 
 from diffjax.solvers._base import Solver, check_float_option, concrete_float, nfe, register
 
+__all__ = ["DDIM", "ddim_update"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 def ddim_update(den, x, x0, eps, t, t_next, key, eta):
+    """One DDIM step of ``x`` from ``t`` to ``t_next`` with stochasticity ``eta`` (the update of
+    the module docstring), given the denoiser ``den``'s estimates ``x0``, ``eps`` at ``(x, t)``;
+    ``key`` draws the fresh noise ``z`` (unused in effect where ``eta = 0``). ``eta = 1`` is the
+    ancestral (DDPM) step. Returns the state in ``x``'s dtype."""
     _, _, lam = den.coeffs(t, x)
     a_n, s_n, lam_n = den.coeffs(t_next, x)
     h = lam_n - lam
@@ -28,6 +38,9 @@ def ddim_update(den, x, x0, eps, t, t_next, key, eta):
 
 @register
 class DDIM(Solver):
+    """DDIM (see the module docstring): first order, one model call per step. Option ``eta``
+    in [0, 1] (default 0, the deterministic probability-flow step; 1 is ancestral sampling)."""
+
     name = "ddim"
     default_grid = "uniform_logsnr"
     default_steps = 100

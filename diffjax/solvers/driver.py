@@ -43,6 +43,11 @@ from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float
 __all__ = ["Denoiser", "check_common", "check_state", "make_solver", "make_grid", "check_singular_start",
            "ends_at_data", "integrate", "run_steps", "raise_if_nonfinite"]
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 

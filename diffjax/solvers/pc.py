@@ -15,6 +15,12 @@ import jax.numpy as jnp
 from diffjax.solvers._base import Solver, check_float_option, int_option, nfe, register
 from diffjax.solvers.ddim import ddim_update
 
+__all__ = ["PC"]
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 def _norm(v):
     return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=-1))
@@ -22,6 +28,11 @@ def _norm(v):
 
 @register
 class PC(Solver):
+    """Predictor-corrector sampling (see the module docstring): ``corrector_steps`` Langevin steps
+    at the current time, then an ancestral (DDIM eta = 1) step; always stochastic. Options
+    ``snr`` (> 0, default 0.05) and ``corrector_steps`` (int >= 0, default 1); 1 +
+    ``corrector_steps`` model calls per grid step."""
+
     name = "pc"
     default_grid = "uniform_logsnr"
     default_steps = 500

@@ -35,6 +35,10 @@ from diffjax.training.step import TrainStep
 __all__ = ["train", "TrainResult"]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
