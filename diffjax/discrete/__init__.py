@@ -11,7 +11,8 @@ untouched. ``model_fn(x_t, t) -> logits (B, L, vocab_size)`` of ``p(x0_i | x_t)`
     toks, info = diffjax.discrete.sample(model_fn, key, (8, 256), process=proc, steps=256,
                                          method="first_hitting")
 
-``METHODS`` lists the sampling methods ``sample`` accepts (``method=``).
+``METHODS`` lists the sampling methods ``sample`` accepts (``method=``), ``ORDERS`` the unmasking
+orders of the masked process (``masked(..., order=...)``).
 """
 from diffjax.discrete import draws, elbo, schedules
 from diffjax.discrete._numerics import mask_value
