@@ -25,9 +25,29 @@ on the uniform grid ``t_k = t_start (1 - k / steps)``; every time loop is a ``la
   favours positions where the drawn token is likely, so high-probability tokens are
   over-represented and sample entropy is lower than with ``"ancestral"`` (or
   ``"first_hitting"``), increasingly so at few steps. ``confidence_noise > 0`` weakens the bias.
+  ``confidence_temperature`` (tau >= 0, default 0) puts a temperature on the ordering: the
+  score gets ``tau`` times Gumbel noise at every step (not annealed), so the positions revealed
+  at a step are drawn without replacement with probabilities proportional to ``p_i ** (1/tau)``
+  (``p_i``: the model's probability of position i's drawn token; Gumbel-top-k, Kool et al.
+  2019). tau = 0 is the greedy order above, tau -> infinity a uniformly random order.
 * ``"left_to_right"`` (masked): the same counts, revealing the leftmost masked tokens first
   (autoregressive decoding with the masked model; with ``steps = L`` one token per step, which
-  samples the model's joint exactly when the model is exact).
+  samples the model's joint exactly when the model is exact). It is the ancestral sampler of
+  the masked process with ``order="left_to_right"``, the only method that process accepts.
+* ``"remdm"`` (masked, ReMDM, Wang et al. 2025): ancestral sampling in which already decoded
+  tokens may be remasked. From t to s every generated token that is decoded at t is remasked
+  with probability ``sigma_t``, and a masked token is revealed with probability
+  ``(alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t)`` (drawn from ``p(x0 | x_t)``), which
+  keeps the expected fraction of decoded tokens at ``alpha_s`` (the forward marginal): with
+  more steps than tokens, decoded tokens keep being redrawn in the context of the others. As
+  in ``"ancestral"``, tokens that change in the same step are drawn independently given x_t,
+  which is the sampler's error with an exact model; remasking adds such changes, about
+  ``sigma_t`` times the decoded tokens per step. ``sigma_t`` must lie in ``[0, sigma_max]``,
+  ``sigma_max = min(1, (1 - alpha_s) / alpha_t)``; ``remask_schedule`` picks it:
+  ``"cap"`` ``sigma_t = min(remask_eta, sigma_max)``, ``"rescale"``
+  ``sigma_t = remask_eta * sigma_max`` (``remask_eta`` in [0, 1], may be traced).
+  ``remask_eta = 0`` is ``"ancestral"``: the same tokens with the same key. One model call per
+  step; ``info["changed"]`` counts reveals and remasks.
 
 Options (all samplers): ``temperature`` (>= 0; 0 = greedy) and ``top_p`` (nucleus, in (0, 1])
 act on ``p(x0 | x_t)`` and may be traced values (changing them does not recompile; ``top_p=None``
@@ -70,9 +90,6 @@ from diffjax.registry import Registry
 __all__ = ["sample", "sample_first_hitting", "sample_confidence", "sample_left_to_right", "METHODS",
            "SAMPLERS"]
 
-
-def __dir__():
-    return sorted(__all__)
 
 
 def _setup(process, key, shape, x_init, fixed):
@@ -125,11 +142,26 @@ def _concrete_float(v):
         return None
 
 
-def _check_options(temperature, top_p, confidence_noise):
+REMASK_SCHEDULES = ("cap", "rescale")
+"""The ``remask_schedule`` names of ``method="remdm"``."""
+
+
+class _Options(NamedTuple):
+    """The method-specific options of `sample`, handed to every ``build_step``."""
+
+    confidence_noise: float = 0.0
+    confidence_temperature: float = 0.0
+    remask_schedule: str = "cap"
+    remask_eta: float = 0.02
+
+
+def _check_options(temperature, top_p, confidence_noise, confidence_temperature=None, remask_eta=None):
     """Range checks of the concrete numeric options (traced ones are not checked)."""
     checks = (("temperature", temperature, lambda v: v >= 0.0, ">= 0 (0 = greedy)"),
               ("top_p", top_p, lambda v: 0.0 < v <= 1.0, "in (0, 1] (or None: no nucleus filtering)"),
-              ("confidence_noise", confidence_noise, lambda v: v >= 0.0, ">= 0"))
+              ("confidence_noise", confidence_noise, lambda v: v >= 0.0, ">= 0"),
+              ("confidence_temperature", confidence_temperature, lambda v: v >= 0.0, ">= 0 (0 = greedy order)"),
+              ("remask_eta", remask_eta, lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0 = no remasking)"))
     for name, value, ok, allowed in checks:
         if value is None:
             continue
@@ -203,7 +235,8 @@ def _scan(step, x, fixed, ts, key, return_trajectory):
 
 
 def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0, top_p=None,
-           method="ancestral", t_start=1.0, fixed=None, confidence_noise=0.0, return_trajectory=False):
+           method="ancestral", t_start=1.0, fixed=None, confidence_noise=0.0, confidence_temperature=0.0,
+           remask_schedule="cap", remask_eta=0.02, return_trajectory=False):
     """Draws token sequences of ``shape`` (B, ...) from a discrete diffusion model.
 
     See the module docstring for the methods and the options in detail.
@@ -220,10 +253,16 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
       temperature: >= 0 (0 = greedy); may be traced.
       top_p: None (off) or in (0, 1]; may be traced.
       method: a name in ``METHODS`` (``"ancestral"``, ``"first_hitting"``, ``"confidence"``,
-        ``"left_to_right"``; all but ancestral need the masked process).
+        ``"left_to_right"``, ``"remdm"``; all but ancestral need the masked process, and the
+        masked process with ``order="left_to_right"`` takes ``"left_to_right"`` only).
       t_start: in (0, 1], the time the grid starts from.
       fixed: optional bool array of ``shape``: positions kept as in ``x_init``.
       confidence_noise: >= 0, the Gumbel noise scale of ``"confidence"``.
+      confidence_temperature: >= 0, the temperature of ``"confidence"``'s ordering (0: greedy);
+        may be traced.
+      remask_schedule: ``"cap"`` or ``"rescale"``, how ``"remdm"`` sets its remasking
+        probability.
+      remask_eta: in [0, 1], ``"remdm"``'s eta (0: no remasking); may be traced.
       return_trajectory: also return every state (not for ``"first_hitting"``).
 
     Returns:
@@ -238,8 +277,14 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
     if spec.masked_only and not isinstance(process, MaskedProcess):
         raise ValueError(f"method={method!r} needs the masked process; "
                          f"use method='ancestral' for {type(process).__name__}")
+    if getattr(process, "fixed_order", False) and method != "left_to_right":
+        raise ValueError(f"method={method!r} unmasks in a random order; the masked process with "
+                         f"order='left_to_right' samples with method='left_to_right'")
+    if remask_schedule not in REMASK_SCHEDULES:
+        raise ValueError(f"remask_schedule must be one of {REMASK_SCHEDULES}, got {remask_schedule!r}")
     k_init, k_run = jax.random.split(key)
-    _check_options(temperature, top_p, confidence_noise)
+    _check_options(temperature, top_p, confidence_noise, confidence_temperature, remask_eta)
+    options = _Options(confidence_noise, confidence_temperature, remask_schedule, remask_eta)
     x, fixed, shape = _setup(process, k_init, shape, x_init, fixed)
     ts = _grid(t_start, steps)
     if not callable(model_fn):
@@ -252,7 +297,7 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
             raise ValueError(f"return_trajectory is not available for method={method!r}")
         x, info = spec.run(process, den, x, fixed, ts, k_run)
         return x.reshape(shape), info
-    step = spec.build_step(process, den, x, fixed, ts, confidence_noise)
+    step = spec.build_step(process, den, x, fixed, ts, options)
     x, changed, traj = _scan(step, x, fixed, ts, k_run, return_trajectory)
     info = {"nfe": jnp.asarray(steps, jnp.int32), "changed": changed}
     if return_trajectory:
@@ -281,13 +326,14 @@ def _uniform_step(process, den):
     return step
 
 
-def _ordered_step(process, den, x0, fixed, ts, confidence_noise, *, method):
+def _ordered_step(process, den, x0, fixed, ts, options, *, method):
     """Confidence-ordered (MaskGIT) or left-to-right unmasking with the schedule's counts."""
     mask = process.mask_id
     B, N = x0.shape
     total = jnp.sum((x0 == mask) & ~fixed, axis=1)  # masked tokens to generate, per sequence
     l1m0 = process.log1m_alpha(ts[0])
-    noise_scale = jnp.asarray(confidence_noise, ts.dtype)
+    noise_scale = jnp.asarray(options.confidence_noise, ts.dtype)
+    order_temperature = jnp.asarray(options.confidence_temperature, ts.dtype)
     position = jnp.arange(N, dtype=ts.dtype)
 
     def step(x, t, s, key):
@@ -297,7 +343,8 @@ def _ordered_step(process, den, x0, fixed, ts, confidence_noise, *, method):
         masked = (x == mask) & ~fixed
         if method == "confidence":  # the model's own probability of the drawn token, as in MaskGIT
             conf = jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
-            score = conf + noise_scale * (s / ts[0]) * jax.random.gumbel(k_noise, conf.shape, conf.dtype)
+            gumbel_scale = noise_scale * (s / ts[0]) + order_temperature
+            score = conf + gumbel_scale * jax.random.gumbel(k_noise, conf.shape, conf.dtype)
         else:
             score = -position[None, :]
         score = jnp.where(masked, score, -jnp.inf)
@@ -343,8 +390,33 @@ def _first_hitting(process, den, x, fixed, ts, key):
     return x, {"nfe": nfe, "changed": changed}
 
 
+def _remdm_step(process, den, x0, fixed, ts, options):
+    """ReMDM: the ancestral masked step plus remasking of decoded tokens (module docstring).
+    The draws of ``"ancestral"`` use the same keys, so ``remask_eta = 0`` reproduces it."""
+    mask = process.mask_id
+    eta = jnp.asarray(options.remask_eta, ts.dtype)
+
+    def step(x, t, s, key):
+        k_tok, k_rev = jax.random.split(key)
+        k_remask = jax.random.fold_in(key, 2)
+        cand = categorical(k_tok, den(x, t)[1])
+        log_reveal, _ = process.reveal_log_prob(s, t)
+        sigma_max = jnp.exp(jnp.minimum(process.log1m_alpha(s) - process.log_alpha(t), 0.0))
+        sigma = jnp.minimum(eta, sigma_max) if options.remask_schedule == "cap" else eta * sigma_max
+        # (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t): ancestral's probability plus what remasking takes
+        p_reveal = jnp.exp(log_reveal) + sigma * jnp.exp(process.log_alpha(t) - process.log1m_alpha(t))
+        masked = x == mask
+        reveal = masked & (uniform_01(k_rev, x.shape, t.dtype) <= p_reveal)
+        remask = ~masked & ~fixed & (uniform_01(k_remask, x.shape, t.dtype) < sigma)
+        x_new = jnp.where(reveal, cand.astype(x.dtype), x)
+        return jnp.where(remask, jnp.asarray(mask, x.dtype), x_new)
+
+    return step
+
+
 class _Method(NamedTuple):
-    """A sampler: ``build_step(process, den, x, fixed, ts, confidence_noise)`` gives the
+    """A sampler: ``build_step(process, den, x, fixed, ts, options)`` (``options``: the
+    method-specific arguments of `sample`) gives the
     update ``step(x, t, s, key)`` that `sample` scans over the grid, or ``run(process, den,
     x, fixed, ts, key) -> (x, info)`` runs a loop of its own."""
 
@@ -353,24 +425,21 @@ class _Method(NamedTuple):
     run: Optional[Callable] = None
 
 
-def _ancestral_step(process, den, x, fixed, ts, confidence_noise):
+def _ancestral_step(process, den, x, fixed, ts, options):
     if isinstance(process, MaskedProcess):
         return _masked_step(process, den)
     return _uniform_step(process, den)
 
 
 SAMPLERS = Registry("method")
-"""The sampling methods by name (a :class:`diffjax.registry.Registry`); each entry holds what
-``sample(..., method=name)`` runs and whether the method needs the masked process."""
 SAMPLERS.add("ancestral", _Method(False, build_step=_ancestral_step))
 SAMPLERS.add("first_hitting", _Method(True, run=_first_hitting))
 SAMPLERS.add("confidence", _Method(True, build_step=functools.partial(_ordered_step,
                                                                        method="confidence")))
 SAMPLERS.add("left_to_right", _Method(True, build_step=functools.partial(_ordered_step,
                                                                           method="left_to_right")))
+SAMPLERS.add("remdm", _Method(True, build_step=_remdm_step))
 METHODS = SAMPLERS.names()
-"""The names ``sample`` accepts as ``method``, in registration order (the names of ``SAMPLERS``;
-all but ``ancestral`` need the masked process)."""
 
 
 def sample_first_hitting(model_fn, key, shape, *, process, steps, **kwargs):

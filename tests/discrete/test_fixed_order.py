@@ -187,5 +187,7 @@ def test_bad_input_names_the_argument():
         AR.nelbo(J.masked_model(K), ALL, jax.random.PRNGKey(0), num_steps=8)
     with pytest.raises(ValueError, match="causal"):
         dd.masked(K).nelbo(J.masked_model(K), ALL, jax.random.PRNGKey(0), causal=True)
+    with pytest.raises(ValueError, match="method='ancestral'.*left_to_right"):
+        dd.sample(J.masked_model(K), jax.random.PRNGKey(0), (2, L), process=AR, steps=4)
     with pytest.raises(ValueError, match="num_extra_tokens"):
         models.TokenTransformer(K, num_extra_tokens=0, seq_len=L, causal=True, rngs=nnx.Rngs(0))
