@@ -91,6 +91,9 @@ __all__ = ["sample", "sample_first_hitting", "sample_confidence", "sample_left_t
            "SAMPLERS"]
 
 
+def __dir__():
+    return sorted(__all__)
+
 
 def _setup(process, key, shape, x_init, fixed):
     if not isinstance(process, DiscreteProcess):
@@ -432,6 +435,8 @@ def _ancestral_step(process, den, x, fixed, ts, options):
 
 
 SAMPLERS = Registry("method")
+"""The sampling methods by name (a :class:`diffjax.registry.Registry`); each entry holds what
+``sample(..., method=name)`` runs and whether the method needs the masked process."""
 SAMPLERS.add("ancestral", _Method(False, build_step=_ancestral_step))
 SAMPLERS.add("first_hitting", _Method(True, run=_first_hitting))
 SAMPLERS.add("confidence", _Method(True, build_step=functools.partial(_ordered_step,
@@ -440,6 +445,8 @@ SAMPLERS.add("left_to_right", _Method(True, build_step=functools.partial(_ordere
                                                                           method="left_to_right")))
 SAMPLERS.add("remdm", _Method(True, build_step=_remdm_step))
 METHODS = SAMPLERS.names()
+"""The names ``sample`` accepts as ``method``, in registration order (the names of ``SAMPLERS``;
+all but ``ancestral`` need the masked process)."""
 
 
 def sample_first_hitting(model_fn, key, shape, *, process, steps, **kwargs):
