@@ -66,7 +66,8 @@ overrides which positions are kept (``restore`` starts from a corrupted text wit
 The model's call is checked where it is traced (``x`` of ``shape``, ``t`` of shape (B,)): a
 failure, or logits of a shape other than
 ``shape + (vocab_size,)`` (``vocab_size + 1`` allowed for the masked process), raises a
-ValueError naming ``model_fn`` and the shapes it was given.
+ValueError naming ``model_fn`` and the shapes it was given (a TypeError where the model fails with
+one, or returns no array or non-float logits).
 
 Returns ``(tokens, info)``: ``info["nfe"]`` model calls, ``info["changed"]`` tokens changed per
 step summed over the batch (for ``first_hitting``: per loop iteration, zero-padded), and with
@@ -82,6 +83,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax import _model_call
 from diffjax.discrete._numerics import as_float, default_float
 from diffjax.discrete.draws import adjust_log_probs, categorical, uniform_01
 from diffjax.discrete.processes import DiscreteProcess, MaskedProcess, UniformProcess
@@ -173,37 +175,24 @@ def _check_options(temperature, top_p, confidence_noise, confidence_temperature=
             raise ValueError(f"{name} must be a finite number {allowed}, got {v!r}")
 
 
+_CONVENTION = ("t has shape (B,), one time per sequence; broadcast it with t[:, None]; the logits have "
+               "shape x.shape + (vocab_size,)")
+
+
 def _call_model(model_fn, process, x, t):
     """``model_fn(x, t)``, checked where it is traced (no extra trace: the samplers count on one
-    trace per compilation): a failure, or logits of a shape other than ``x.shape + (vocab_size,)``
-    (or ``vocab_size + 1`` for the masked process), raises a ValueError naming ``model_fn``, the
-    shapes it was given and the convention, chained from the original error."""
+    trace per compilation; ``diffjax._model_call.call_model``): a failure, or logits of a shape
+    other than ``x.shape + (vocab_size,)`` (or ``vocab_size + 1`` for the masked process), raises
+    a ValueError naming ``model_fn``, the shapes it was given and the convention, chained from the
+    original error (a TypeError for a TypeError raised by the model, or an output that is not a
+    floating-point array)."""
     V = process.vocab_size
     shape = tuple(x.shape)
-    name = "model_fn"
-    given = (f"model_fn(x, t) with x: {jnp.dtype(x.dtype).name}{list(shape)} and t: "
-             f"{jnp.dtype(t.dtype).name}{list(t.shape)}")
-    convention = ("t has shape (B,), one time per sequence; broadcast it with t[:, None]; the logits have "
-                  "shape x.shape + (vocab_size,)")
-    try:
-        out = model_fn(x, t)
-    except Exception as e:  # noqa: BLE001
-        if type(e) not in (TypeError, ValueError, IndexError):  # e.g. jax's tracer errors: type kept
-            e.add_note(f"(while calling {given}; convention: {convention})")
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""  # shape / dtype misuse
-        kind = TypeError if type(e) is TypeError else ValueError
-        raise kind(f"{name} failed when called as {given} ({type(e).__name__}: {first[:300]}). "
-                   f"Convention: {convention}") from e
     sizes = (V, V + 1) if isinstance(process, MaskedProcess) else (V,)
-    if not hasattr(out, "shape") or tuple(out.shape) not in [shape + (n,) for n in sizes]:
-        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"model_fn must return logits of shape {shape + (V,)}"
-                         + (f" or {shape + (V + 1,)}" if len(sizes) > 1 else "")
-                         + f"; {given} returned {got}. Convention: {convention}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"model_fn must return floating-point logits; {given} returned dtype {out.dtype}")
-    return out
+    shapes = [shape + (n,) for n in sizes]
+    return _model_call.call_model(model_fn, x, t, out_shapes=shapes,
+                                  returns="logits of shape " + " or ".join(str(s) for s in shapes),
+                                  convention=_CONVENTION)
 
 
 def _denoiser(model_fn, process, shape, temperature, top_p):

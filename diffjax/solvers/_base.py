@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax import _model_call
 from diffjax.parameterization import check_kind, to_x0_eps
 from diffjax.registry import Registry
 
@@ -93,13 +94,10 @@ def int_option(name: str, minimum: int) -> Callable:
     return convert
 
 
-def _fmt(a) -> str:
-    return f"{jnp.dtype(a.dtype).name}{list(a.shape)}"
-
-
 def call_model(model_fn: Callable, x, t, name: str = "model_fn"):
     """``model_fn(x, t)``, checked where it is traced (no extra trace, no FLOPs): it must return
-    one floating-point array of the shape of ``x``.
+    one floating-point array of the shape of ``x`` (``diffjax._model_call.call_model`` with the
+    convention ``T_CONVENTION``).
 
     Raises:
       ValueError: the call fails with a plain ValueError or IndexError (chained from it), or
@@ -109,25 +107,8 @@ def call_model(model_fn: Callable, x, t, name: str = "model_fn"):
         not a floating-point array. Other exceptions (e.g. jax's tracer errors) keep their type
         and get the call described in a note.
     """
-    given = f"{name}(x, t) with x: {_fmt(x)} and t: {_fmt(t)}"
-    try:
-        out = model_fn(x, t)
-    except Exception as e:  # noqa: BLE001
-        if type(e) not in (TypeError, ValueError, IndexError):  # e.g. jax's tracer errors: type kept
-            e.add_note(f"(while calling {given}; convention: {T_CONVENTION})")
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""  # shape / dtype misuse
-        kind = TypeError if type(e) is TypeError else ValueError
-        raise kind(f"{name} failed when called as {given} ({type(e).__name__}: {first[:300]}). "
-                   f"Convention: {T_CONVENTION}") from e
-    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
-        raise TypeError(f"{name} must return one array of the shape of x; {given} returned {type(out).__name__}")
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"{name} must return an array of the shape of x; {given} returned shape "
-                         f"{tuple(out.shape)}. Convention: {T_CONVENTION}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"{name} must return a floating-point array; {given} returned dtype {out.dtype}")
-    return out
+    return _model_call.call_model(model_fn, x, t, out_shapes=[x.shape], returns="an array of the shape of x",
+                                  convention=T_CONVENTION, name=name)
 
 
 class Denoiser:
