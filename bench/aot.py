@@ -1,14 +1,15 @@
 r"""Compile a config's train step and sampler for a TPU slice that is not attached; report
 cost, memory and collectives (`diffjax.training.aot`).
 
-    python bench/aot.py --config=experiments/configs/cifar10.py --topology=v5e:2x2 --json=/tmp/a.json
-    python bench/aot.py --config=experiments/configs/dit_xl2.py --topology=v5e:4x4 --fsdp
-    python bench/aot.py --config=experiments/configs/dit_b2.py --topology=v5p:2x2x4 \
-        --mesh=data:8,model:2 --batch=256
-    python bench/aot.py --config=dit_b2 ... --config.model.depth=2   # overrides as the launchers
+    python bench/aot.py --config=cifar10 --topology=v5e:2x2 --json=/tmp/a.json
+    python bench/aot.py --config=dit_xl2 --topology=v5e:4x4 --fsdp
+    python bench/aot.py --config=dit_b2 --topology=v5p:2x2x4 --mesh=data:8,model:2 --batch=256
+    python bench/aot.py --config=path/to/my_config.py --config.model.depth=2
 
-``--config`` takes the launchers' config paths (or a bare name from ``experiments/configs``)
-and their ``--config.X=Y`` overrides. Nothing is allocated: the model, the train state and the
+``--config`` is the launchers' flag (``experiments.common.define_config_flag``): the name of a
+built-in config (``experiments/configs/NAME.py``) or a path to a config file, with
+``--config.X=Y`` overrides; a bad flag or config is one line naming it (``run_launcher``).
+Nothing is allocated: the model, the train state and the
 batch exist as shapes only, laid out on a mesh of the topology's abstract chips (``--mesh``,
 default ``data:<all chips>``; ``--fsdp`` shards the state over ``data``). The train step is the
 launchers' (``experiments.common.build_train_step``: bf16 as configured, EMA, clipping,
@@ -45,7 +46,6 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 import results as bench_results  # noqa: E402  (bench/results.py)
 from diffjax import training  # noqa: E402
@@ -56,19 +56,6 @@ from experiments import common, tasks  # noqa: E402
 KEYS = ("config", "topology", "chips", "params", "global_batch", "flops_per_step",
         "est_step_seconds", "estimate_source", "est_mfu", "hbm_per_chip_bytes",
         "hbm_capacity_bytes", "compile_seconds", "collectives")
-
-
-def resolve_config_path(argv: list[str]) -> list[str]:
-    """``--config=dit_b2`` -> ``--config=<repo>/experiments/configs/dit_b2.py``."""
-    out = []
-    for a in argv:
-        if a.startswith("--config=") and not os.path.exists(a.split("=", 1)[1]):
-            name = a.split("=", 1)[1]
-            path = os.path.join(REPO, "experiments", "configs", name + ".py")
-            if os.path.exists(path):
-                a = "--config=" + path
-        out.append(a)
-    return out
 
 
 def _abstract_batch(info, global_batch: int, sharding_fn) -> dict:
@@ -187,8 +174,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    config_flags.DEFINE_config_file("config", None, "Config file (as the launchers').",
-                                    lock_config=True)
+    common.define_config_flag(
+        "config", None, "The config, as the launchers take it: a built-in name (experiments/configs/NAME.py: "
+        + ", ".join(common.builtin_configs()) + ") or a path to a config file; --config.X=Y overrides a field.")
     flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:4x4, v5p:2x2x4.")
     flags.DEFINE_string("mesh", "", "Mesh shape, e.g. data:8,model:2 (default: data over all "
                         "chips).")
@@ -207,7 +195,8 @@ def main(argv):
     del argv
     config = FLAGS.config
     if config is None:
-        raise app.UsageError("--config is required (e.g. --config=experiments/configs/dit_b2.py)")
+        raise app.UsageError("--config is required (a built-in name, e.g. --config=dit_b2, or a path to a config "
+                             "file)")
     out, reports = analyze(config, FLAGS.topology, mesh=FLAGS.mesh, fsdp=FLAGS.fsdp,
                            batch=FLAGS.batch, sampler=FLAGS.sampler, train=FLAGS.train)
     mesh = FLAGS.mesh or f"data:{out['chips']}"
@@ -238,5 +227,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, argv=resolve_config_path(sys.argv))
+    common.run_launcher(main, define_flags, prog="bench/aot.py")

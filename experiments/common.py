@@ -179,7 +179,10 @@ def define_config_flag(name: str, default: str, help_string: str, flag_values=fl
     flag = _ConfigFlag(parser=_ConfigFileParser(name=name, lock_config=lock_config),
                        serializer=flags.ArgumentSerializer(), name=name, default=default,
                        help_string=help_string, flag_values=flag_values, sys_argv=sys_argv)
-    return flags.DEFINE_flag(flag, flag_values)
+    # the flag belongs to the caller's module (absl's key for a script is its path), so that the
+    # launcher's --help lists it
+    caller = sys._getframe(1).f_globals.get("__name__", "")  # pylint: disable=protected-access
+    return flags.DEFINE_flag(flag, flag_values, module_name=sys.argv[0] if caller == "__main__" else caller)
 
 
 def require_positive(flag_values, *names: str) -> None:
