@@ -20,23 +20,34 @@ __all__ = ["bits_per_char", "unigram_baselines", "token_unigram_baselines", "wor
 
 def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key, *,
                   elbo_samples: int = 4, num_steps: Optional[int] = None,
-                  batch_size: int = 64) -> dict:
+                  batch_size: int = 64, process=None) -> dict:
     """The negative ELBO of ``tokens`` (N, L) in bits per character (module docstring).
 
     Each batch of ``B`` sequences is tiled ``K = elbo_samples`` times and scored by one call
     of ``process.nelbo(model_fn, x0, key, num_steps, antithetic=True)`` on the ``K B`` rows,
     so the times of the ``K B`` draws are stratified; each sequence's bound is the mean of
-    its K draws. Returns the estimate, its standard error and the token count.
+    its K draws. Under a masked process with ``order="left_to_right"`` the score is instead
+    the exact negative log-likelihood ``process.nll`` (one forward pass per batch for a causal
+    model, one per position otherwise; ``elbo_samples``, ``num_steps`` and ``key`` unused).
+    ``process``: score under this process instead of ``objective.process`` (e.g. a
+    random-order model under the fixed order). Returns the estimate, its standard error (over
+    the sequences) and the token count.
     """
     if elbo_samples < 1:
         raise ValueError(f"elbo_samples must be >= 1, got {elbo_samples}")
     tokens = np.asarray(tokens, np.int32)
     n, seq_len = tokens.shape
     K = int(elbo_samples)
-    process = objective.process
+    process = objective.process if process is None else process
+    exact = bool(getattr(process, "fixed_order", False))
+    if objective.causal and not exact:
+        raise ValueError("a causal model scores only the fixed order: process must be a masked "
+                         "process with order='left_to_right'")
 
     @platform.jit
     def score(params, x0, key):
+        if exact:
+            return process.nll(objective.model_fn(params), x0, causal=objective.causal)
         tiled = jnp.tile(x0, (K, 1))  # row k * B + b is a copy of sequence b
         nelbo = process.nelbo(objective.model_fn(params), tiled, key, num_steps=num_steps,
                               antithetic=True)
@@ -48,6 +59,14 @@ def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key,
     per_seq = per_seq.astype(np.float64) / (seq_len * math.log(2.0))
     if not np.all(np.isfinite(per_seq)):
         raise FloatingPointError("the ELBO is not finite on the held-out data")
+    if exact:
+        how = "one causal forward pass" if objective.causal else f"{seq_len} model calls"
+        return {"estimator": f"exact fixed-order (left-to-right) log-likelihood of the "
+                             f"MaskedProcess, {how} per sequence",
+                "bits_per_char": float(per_seq.mean()),
+                "stderr_bits_per_char": float(per_seq.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+                "nats_per_token": float(per_seq.mean() * math.log(2.0)), "order": "left_to_right",
+                "num_sequences": int(n), "seq_len": int(seq_len), "num_tokens": int(n * seq_len)}
     estimator = ("continuous-time ELBO" if num_steps is None else f"{num_steps}-step ELBO")
     return {"estimator": f"{estimator} of the {type(process).__name__}, {K} time samples per "
                          f"sequence, antithetic (stratified) times",

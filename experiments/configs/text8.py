@@ -31,7 +31,7 @@ def get_config():
 
     c.diffusion = ml_collections.ConfigDict(dict(
         process="masked", schedule="linear", exponent=0.0, loss="nelbo", ce_weight=0.01,
-        num_steps=0, antithetic=True))
+        num_steps=0, antithetic=True, order="random"))
 
     c.optim.learning_rate = 3e-4
     c.optim.warmup_steps = 2500
@@ -47,7 +47,8 @@ def get_config():
     c.train.ema_decay = 0.9999
 
     c.sample = ml_collections.ConfigDict(dict(
-        solver="", steps=1000, temperature=1.0, top_p=0.0, num_samples=64, batch_size=64))
+        solver="", steps=1000, temperature=1.0, top_p=0.0, num_samples=64, batch_size=64,
+        confidence_temperature=0.0, remask_schedule="cap", remask_eta=0.02))
 
     c.eval = ml_collections.ConfigDict(dict(
         examples=0, batch_size=256, elbo_samples=4, elbo_steps=0, num_samples=64,

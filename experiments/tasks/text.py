@@ -19,17 +19,23 @@ Config sections of a text config (``experiments/configs/text_small.py``)::
          .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding
     diffusion.process ("masked" | "uniform"), .schedule ("linear" | "cosine" | "polynomial"),
          .exponent (polynomial), .loss ("nelbo" | "hybrid"), .ce_weight, .num_steps
-         (0 = the continuous-time bound, T = the T-step bound), .antithetic
-    sample.solver ("" = first_hitting for masked, ancestral for uniform; or any of
-         diffjax.discrete.METHODS), .steps, .temperature, .top_p (0 = off), .num_samples,
-         .batch_size
+         (0 = the continuous-time bound, T = the T-step bound), .antithetic, .order (masked:
+         "random" = MDLM / MD4, or "left_to_right" = an autoregressive model: the masked
+         process with a fixed order, a causal TokenTransformer, trained on its exact
+         likelihood; e.g. ``--config.diffusion.order=left_to_right``)
+    sample.solver ("" = first_hitting for masked, ancestral for uniform, left_to_right for
+         order="left_to_right"; or any of diffjax.discrete.METHODS), .steps, .temperature,
+         .top_p (0 = off), .num_samples, .batch_size, .confidence_temperature ("confidence"),
+         .remask_schedule and .remask_eta ("remdm")
     eval.examples (held-out sequences, 0 = all), .batch_size, .elbo_samples (K), .elbo_steps
          (0 = continuous time), .num_samples, .spell_t (0 = off), .spell_examples,
          .spell_steps, .seed
 
 Evaluation (``metrics.json``):
 
-* ``bits_per_char``: the negative ELBO of the held-out split in bits per character, by the
+* ``bits_per_char``: for ``diffusion.order = "left_to_right"`` the exact negative
+  log-likelihood of the held-out split in bits per character (``process.nll``: one forward
+  pass of the causal model per batch, no Monte Carlo). Otherwise the negative ELBO, by the
   estimator named in ``likelihood.estimator``: the continuous-time ELBO of the run's process
   (``process.nelbo`` with ``num_steps=None``; MDLM / MD4 for masked, the CTMC limit of the
   multinomial bound for uniform), ``K = eval.elbo_samples`` time samples per sequence, times
@@ -37,6 +43,9 @@ Evaluation (``metrics.json``):
   bound on the model's negative log-likelihood. ``likelihood.num_tokens`` is the number of
   characters scored; ``likelihood.stderr_bits_per_char`` the Monte Carlo standard error.
   ``eval.elbo_steps = T`` uses the T-step bound (Hoogeboom et al. report T = 1000).
+  ``experiments.evaluate --order=left_to_right`` scores a random-order masked model under the
+  fixed order instead (the exact likelihood of the autoregressive model it defines; one model
+  call per position), for comparison with its random-order ELBO.
 * ``unigram_entropy_bits``: the entropy of the held-out text's character frequencies (the
   baseline a model must beat), with the training split's entropy and the cross-entropy of
   the training frequencies on the held-out text; ``bits_below_unigram`` the difference.
@@ -80,22 +89,37 @@ EVAL_SAMPLES_FILE = "eval_samples.txt"
 METRICS_FILE = "metrics.json"
 
 
-def build_process(config, vocab_size: int):
+def build_process(config, vocab_size: int, order: Optional[str] = None):
+    """The config's process; ``order`` overrides ``diffusion.order`` (masked process only)."""
     d = config.diffusion
     if d.process not in PROCESSES:
         raise ValueError(f"diffusion.process must be one of {list(PROCESSES)}, got {d.process!r}")
     exponent = float(d.get("exponent", 0.0)) or None
-    make = discrete.masked if d.process == "masked" else discrete.uniform
-    return make(vocab_size, d.schedule, exponent=exponent)
+    order = order or _order(config)
+    if d.process == "uniform":
+        if order != "random":
+            raise ValueError(f"diffusion.order={order!r} needs diffusion.process='masked' (the uniform "
+                             f"process has no unmasking order)")
+        return discrete.uniform(vocab_size, d.schedule, exponent=exponent)
+    if order not in discrete.ORDERS:
+        raise ValueError(f"diffusion.order must be one of {list(discrete.ORDERS)}, got {order!r}")
+    return discrete.masked(vocab_size, d.schedule, exponent=exponent, order=order)
+
+
+def _order(config) -> str:
+    return config.diffusion.get("order", "random") or "random"
 
 
 def default_method(objective: DiscreteObjective, method: Optional[str] = None) -> str:
-    """``method``, or the process's default sampler (first-hitting for masked models)."""
+    """``method``, or the process's default sampler (first-hitting for masked models,
+    left-to-right for the fixed order)."""
     if method:
         if method not in discrete.METHODS:
             raise ValueError(f"the sampler of a text model must be one of "
                              f"{list(discrete.METHODS)}, got {method!r}")
         return method
+    if getattr(objective.process, "fixed_order", False):
+        return "left_to_right"
     return "first_hitting" if isinstance(objective.process, discrete.MaskedProcess) else "ancestral"
 
 
@@ -134,10 +158,12 @@ def _encode_prompt_in(prompt: str, seq_len: int, vocab_size: int, alphabet: str,
 # ---------------------------------------------------------------------------- sampling
 def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, *, method: str,
              steps: int, temperature: float = 1.0, top_p: Optional[float] = None,
-             x_init: Optional[np.ndarray] = None, batch_size: int = 64):
+             x_init: Optional[np.ndarray] = None, batch_size: int = 64, **options):
     """``(tokens (num, seq_len) numpy, model calls per batch (list))``, drawn ``batch_size`` at
     a time (``experiments.common.map_batches``: one compilation, chunk ``i`` uses
-    ``fold_in(key, i)``). ``x_init`` (seq_len,): prompt with mask ids at free positions."""
+    ``fold_in(key, i)``). ``x_init`` (seq_len,): prompt with mask ids at free positions.
+    ``options``: further keyword arguments of ``diffjax.discrete.sample``
+    (``confidence_temperature``, ``remask_schedule``, ``remask_eta``)."""
     method = default_method(objective, method)
     batch_size = int(min(batch_size, num))
     shape = (batch_size, int(seq_len))
@@ -149,7 +175,7 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
     def draw(params, key, temperature, top_p):
         return discrete.sample(objective.model_fn(params), key, shape, process=objective.process,
                                steps=int(steps), x_init=init, temperature=temperature,
-                               top_p=top_p, method=method)
+                               top_p=top_p, method=method, **options)
 
     params = jax.device_put(params, jax.local_devices()[0])
     top = None if not top_p else jnp.float32(top_p)
@@ -164,10 +190,16 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
 
 def _sample_settings(config, objective, method=None, steps=None, temperature=None, top_p=None):
     s = config.sample
-    return dict(method=default_method(objective, method or s.get("solver", "")),
-                steps=int(steps or s.steps),
-                temperature=float(s.temperature if temperature is None else temperature),
-                top_p=float(s.top_p if top_p is None else top_p) or None)
+    method = default_method(objective, method or s.get("solver", ""))
+    settings = dict(method=method, steps=int(steps or s.steps),
+                    temperature=float(s.temperature if temperature is None else temperature),
+                    top_p=float(s.top_p if top_p is None else top_p) or None)
+    if method == "confidence":
+        settings["confidence_temperature"] = float(s.get("confidence_temperature", 0.0))
+    if method == "remdm":
+        settings.update(remask_schedule=str(s.get("remask_schedule", "cap")),
+                        remask_eta=float(s.get("remask_eta", 0.02)))
+    return settings
 
 
 def sample_texts(config, objective: DiscreteObjective, params, info, num: int, key, *,
@@ -240,6 +272,7 @@ class TextTask(Task):
         masked = config.diffusion.process == "masked"
         return models.TokenTransformer(
             int(info.vocab_size), num_extra_tokens=1 if masked else 0, seq_len=int(info.shape[0]),
+            causal=masked and _order(config) == "left_to_right",
             dim=int(m.dim), depth=int(m.depth), heads=int(m.heads), mlp_ratio=float(m.mlp_ratio),
             dropout=float(m.dropout), cond_dim=int(m.get("cond_dim", 0)) or None,
             positions=m.get("positions", "rope"),
@@ -339,12 +372,18 @@ class TextTask(Task):
                              "T-step ELBO; default: config.eval.elbo_steps.", **kw)
         flags.DEFINE_float("spell_t", None, "Text (uniform process): corruption time of the "
                            "spell check, 0 skips it; default: config.eval.spell_t.", **kw)
+        flags.DEFINE_enum("order", None, list(discrete.ORDERS), "Text (masked process): score the "
+                          "held-out text under this unmasking order; default: the run's "
+                          "diffusion.order. 'left_to_right' on a random-order model: the exact "
+                          "likelihood of the autoregressive model it defines (one model call per "
+                          "position).", **kw)
 
     def evaluate(self, workdir: str, *, num_samples=None, nll_examples=None, solver=None,
                  steps=None, seed=None, elbo_samples=None, elbo_steps=None,
-                 spell_t=None) -> dict:
+                 spell_t=None, order=None) -> dict:
         """Bits/char, samples and spell checking of ``workdir``'s latest checkpoint (EMA
-        parameters); writes ``metrics.json`` and ``eval_samples.txt``."""
+        parameters); writes ``metrics.json`` and ``eval_samples.txt``. ``order``: the
+        unmasking order bits/char is scored under (default: the run's ``diffusion.order``)."""
         t_start = time.perf_counter()
         config = common.load_config(workdir)
         ev = config.eval
@@ -355,8 +394,14 @@ class TextTask(Task):
         elbo_steps = int(ev.elbo_steps if elbo_steps is None else elbo_steps) or None
         spell_t = float(ev.spell_t if spell_t is None else spell_t)
         objective, params, info, step = self.restore_params(config, workdir)
+        scoring = objective.process
+        if order and order != _order(config):
+            if objective.causal:
+                raise ValueError(f"--order={order!r}: this run's model is causal (trained with "
+                                 f"diffusion.order='left_to_right') and scores only that order")
+            scoring = build_process(config, objective.vocab_size, order=order)
         out = {"step": step, "dataset": config.data.name, "config": str(config.name),
-               "process": config.diffusion.process, "parameters": "ema"}
+               "process": config.diffusion.process, "order": _order(config), "parameters": "ema"}
         out.update(_unigram_baselines(config))
 
         t0 = time.perf_counter()
@@ -364,7 +409,7 @@ class TextTask(Task):
         tokens = test.as_arrays(examples or None)["x"]
         lik = text_metrics.bits_per_char(objective, params, tokens, jax.random.key(seed),
                                          elbo_samples=elbo_samples, num_steps=elbo_steps,
-                                         batch_size=int(ev.batch_size))
+                                         batch_size=int(ev.batch_size), process=scoring)
         lik["seconds"] = time.perf_counter() - t0
         out["likelihood"] = lik
         out["bits_per_char"] = lik["bits_per_char"]
@@ -404,7 +449,7 @@ class TextTask(Task):
         out = self.evaluate(F.workdir, num_samples=F.num_samples, nll_examples=F.nll_examples,
                             solver=F.solver, steps=F.steps, seed=F.seed,
                             elbo_samples=F.elbo_samples, elbo_steps=F.elbo_steps,
-                            spell_t=F.spell_t)
+                            spell_t=F.spell_t, order=F.order)
         headline = {k: out[k] for k in ("bits_per_char", "unigram_entropy_bits",
                                         "bits_below_unigram", "num_tokens") if k in out}
         if "likelihood" in out:
