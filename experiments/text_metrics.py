@@ -15,8 +15,8 @@ from diffjax.data import text as dtext
 from diffjax.training.objectives import DiscreteObjective
 from experiments import common
 
-__all__ = ["bits_per_char", "unigram_baselines", "token_unigram_baselines", "word_fraction",
-           "train_words", "spell_check"]
+__all__ = ["bits_per_char", "generative_perplexity", "unigram_baselines", "token_unigram_baselines",
+           "word_fraction", "train_words", "spell_check"]
 
 def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key, *,
                   elbo_samples: int = 4, num_steps: Optional[int] = None,
@@ -75,6 +75,23 @@ def bits_per_char(objective: DiscreteObjective, params, tokens: np.ndarray, key,
             "nats_per_token": float(per_seq.mean() * math.log(2.0)),
             "elbo_samples": K, "num_steps": num_steps, "antithetic": True,
             "num_sequences": int(n), "seq_len": int(seq_len), "num_tokens": int(n * seq_len)}
+
+
+def generative_perplexity(judge: DiscreteObjective, params, tokens: np.ndarray, *,
+                          batch_size: int = 64) -> dict:
+    """Generative perplexity of sampled ``tokens`` (N, L) under an autoregressive ``judge``
+    (a masked process with ``order="left_to_right"``, usually a causal model trained on the
+    same corpus): ``2 ** bits`` with ``bits`` the judge's exact negative log-likelihood of
+    the samples in bits per character (``bits_per_char``). Low values can also mean
+    repetitive samples: report it with the samples' unigram entropy."""
+    if not getattr(judge.process, "fixed_order", False):
+        raise ValueError("the judge must be an autoregressive model: a masked process with "
+                         "order='left_to_right' (diffusion.order='left_to_right')")
+    lik = bits_per_char(judge, params, tokens, jax.random.key(0), batch_size=batch_size)
+    return {"generative_perplexity": float(2.0 ** lik["bits_per_char"]),
+            "judge_bits_per_char": lik["bits_per_char"],
+            "judge_stderr_bits_per_char": lik["stderr_bits_per_char"],
+            "judged_sequences": lik["num_sequences"]}
 
 
 def unigram_baselines(name: str, data_dir: Optional[str] = None) -> dict:

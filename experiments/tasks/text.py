@@ -6,8 +6,10 @@ A config with ``task = "text"`` trains on a text dataset (``stdlib_text``, ``tex
     python -m experiments.train --config=experiments/configs/text_small.py --workdir=DIR
     python -m experiments.evaluate --workdir=DIR            # bits/char, samples, spell check
     python -m experiments.sample --workdir=DIR --num_samples=8 --output=FILE.txt \
-        [--solver=first_hitting|ancestral|confidence|left_to_right --steps=64 \
-         --temperature=1.0 --top_p=0.9 --prompt="the file ____ is opened"]
+        [--solver=first_hitting|ancestral|confidence|left_to_right|remdm --steps=64 \
+         --temperature=1.0 --top_p=0.9 --prompt="the file ____ is opened" \
+         --confidence_temperature=0.5 --remask_schedule=cap --remask_eta=0.02 \
+         --judge=AR_DIR]   # --judge: FILE.json with the generative perplexity under AR_DIR
 
 Config sections of a text config (``experiments/configs/text_small.py``)::
 
@@ -53,6 +55,10 @@ Evaluation (``metrics.json``):
   (the first and last, possibly cut, word of every sequence are dropped) that occur in the
   training text, next to the same share for held-out text; samples go to
   ``eval_samples.txt``.
+* ``sample_quality.unigram_entropy_bits``: the character entropy of the samples (low values
+  mean repetitive text); with ``--judge=AR_DIR`` (an autoregressive run,
+  ``diffusion.order=left_to_right``, on the same data) ``generative_perplexity``, ``2 **`` the
+  judge's exact bits/char of the samples (``text_metrics.generative_perplexity``).
 * ``spelling`` (uniform-process runs; Hoogeboom et al. 2021, section 5): held-out text
   corrupted by the uniform process at ``t = eval.spell_t`` (each character resampled with
   probability ``t``) and restored by the model (``diffjax.discrete.restore``, ``spell_steps``
@@ -188,17 +194,22 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
     return tokens, [int(v) for v in nfes]
 
 
-def _sample_settings(config, objective, method=None, steps=None, temperature=None, top_p=None):
+def _sample_settings(config, objective, method=None, steps=None, temperature=None, top_p=None,
+                     confidence_temperature=None, remask_schedule=None, remask_eta=None):
     s = config.sample
+
+    def pick(value, name, default):
+        return s.get(name, default) if value is None else value
+
     method = default_method(objective, method or s.get("solver", ""))
     settings = dict(method=method, steps=int(steps or s.steps),
-                    temperature=float(s.temperature if temperature is None else temperature),
-                    top_p=float(s.top_p if top_p is None else top_p) or None)
+                    temperature=float(pick(temperature, "temperature", 1.0)),
+                    top_p=float(pick(top_p, "top_p", 0.0)) or None)
     if method == "confidence":
-        settings["confidence_temperature"] = float(s.get("confidence_temperature", 0.0))
+        settings["confidence_temperature"] = float(pick(confidence_temperature, "confidence_temperature", 0.0))
     if method == "remdm":
-        settings.update(remask_schedule=str(s.get("remask_schedule", "cap")),
-                        remask_eta=float(s.get("remask_eta", 0.02)))
+        settings.update(remask_schedule=str(pick(remask_schedule, "remask_schedule", "cap")),
+                        remask_eta=float(pick(remask_eta, "remask_eta", 0.02)))
     return settings
 
 
@@ -212,14 +223,17 @@ def sample_texts(config, objective: DiscreteObjective, params, info, num: int, k
     return info.postprocess(tokens), tokens, {**settings, "nfe_per_batch": nfes}
 
 
-def sample_quality(config, texts, test) -> dict:
+def sample_quality(config, texts, test, tokens=None) -> dict:
     """Word statistics of ``texts`` next to those of as many held-out sequences (``test``:
-    the test-split dataset)."""
+    the test-split dataset); with ``tokens`` (the samples' ids) also the samples' unigram
+    entropy in bits per character (``unigram_entropy_bits``)."""
     words = _train_words(config)
     out = text_metrics.word_fraction(texts, words)
     ref = test.info.postprocess(test.as_arrays(len(texts))["x"])
     out["heldout_word_fraction"] = text_metrics.word_fraction(ref, words)["word_fraction"]
     out["num_samples"] = len(texts)
+    if tokens is not None:
+        out["unigram_entropy_bits"] = dtext.unigram_entropy_bits(np.asarray(tokens))
     return out
 
 
@@ -329,10 +343,21 @@ class TextTask(Task):
         flags.DEFINE_string("prompt", "", "Text: characters to keep; '_' and every position "
                             "after the prompt are generated (prefix: 'the file'; infilling: "
                             "'the ___ is').", **kw)
+        flags.DEFINE_float("confidence_temperature", None, "Text, solver=confidence: temperature "
+                           "of the unmasking order (0 = greedy); default: config.sample.", **kw)
+        flags.DEFINE_enum("remask_schedule", None, ["cap", "rescale"], "Text, solver=remdm: the "
+                          "remasking schedule; default: config.sample.", **kw)
+        flags.DEFINE_float("remask_eta", None, "Text, solver=remdm: eta in [0, 1] (0 = no "
+                           "remasking); default: config.sample.", **kw)
+        flags.DEFINE_string("judge", "", "Text: workdir of an autoregressive run "
+                            "(diffusion.order=left_to_right) on the same data; the samples' "
+                            "generative perplexity under it, their unigram entropy and word "
+                            "share go to OUTPUT's .json next to the text.", **kw)
 
     def draw(self, workdir: str, num_samples: int, *, solver=None, steps=None, seed: int = 0,
-             temperature=None, top_p=None, prompt: str = "", batch_size=None):
-        """``(texts, tokens, info)`` sampled from ``workdir``'s latest checkpoint (EMA)."""
+             temperature=None, top_p=None, prompt: str = "", batch_size=None, **options):
+        """``(texts, tokens, info)`` sampled from ``workdir``'s latest checkpoint (EMA);
+        ``options``: ``confidence_temperature``, ``remask_schedule``, ``remask_eta``."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         config = common.load_config(workdir)
@@ -346,22 +371,56 @@ class TextTask(Task):
         texts, tokens, sampler = sample_texts(
             config, objective, params, info, num_samples, jax.random.key(seed),
             batch_size=batch_size, x_init=x_init, method=solver, steps=steps,
-            temperature=temperature, top_p=top_p)
+            temperature=temperature, top_p=top_p, **options)
         return texts, tokens, {**sampler, "step": step}
+
+    def judge_samples(self, config, texts, tokens, judge: str, *, batch_size: int = 64) -> dict:
+        """Quality of samples (``texts`` and their ids ``tokens``) of a run with ``config``:
+        ``sample_quality`` (word share, unigram entropy) and the generative perplexity under
+        the autoregressive run in ``judge`` (``text_metrics.generative_perplexity``)."""
+        jconfig = common.load_config(judge)
+        judge_obj, judge_params, judge_info, judge_step = self.restore_params(jconfig, judge)
+        if not getattr(judge_obj.process, "fixed_order", False):
+            raise ValueError(f"--judge={judge!r} must be an autoregressive run "
+                             f"(diffusion.order='left_to_right'), not order={_order(jconfig)!r}")
+        tokens = np.asarray(tokens, np.int32)
+        data = [(c.data.name, c.data.get("vocab", "char"), c.data.get("path", "")) for c in (jconfig, config)]
+        if data[0] != data[1] or int(tokens.max(initial=0)) >= judge_obj.vocab_size:
+            raise ValueError(f"--judge={judge!r} was trained on data (name, vocab, path) = {data[0]}; "
+                             f"the samples are of {data[1]}")
+        if tokens.shape[1] > int(judge_info.shape[0]):
+            raise ValueError(f"--judge={judge!r} has seq_len {judge_info.shape[0]}, shorter than "
+                             f"the samples ({tokens.shape[1]})")
+        out = sample_quality(config, texts, self.build_dataset(config, "test"), tokens)
+        out.update(text_metrics.generative_perplexity(judge_obj, judge_params, tokens,
+                                                      batch_size=batch_size))
+        out.update(judge=os.path.abspath(judge), judge_step=judge_step)
+        return out
 
     def sample_main(self, F) -> None:
         output = F.output or os.path.join(F.workdir, SAMPLES_FILE)
         t0 = time.perf_counter()
-        texts, _, info = self.draw(F.workdir, F.num_samples, solver=F.solver, steps=F.steps,
-                                   seed=F.seed, temperature=F.temperature, top_p=F.top_p,
-                                   prompt=F.prompt, batch_size=F.batch_size)
+        options = {k: getattr(F, k) for k in ("confidence_temperature", "remask_schedule",
+                                               "remask_eta")}
+        texts, tokens, info = self.draw(F.workdir, F.num_samples, solver=F.solver, steps=F.steps,
+                                        seed=F.seed, temperature=F.temperature, top_p=F.top_p,
+                                        prompt=F.prompt, batch_size=F.batch_size, **options)
+        seconds = time.perf_counter() - t0
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         write_texts(output, texts)
         for line in texts:
             print(line)
         print(f"wrote {output}: {len(texts)} samples, {info['method']} {info['steps']} steps, "
               f"model calls per batch {info['nfe_per_batch']}, step {info['step']}, "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+              f"{seconds:.1f} s", flush=True)
+        if F.judge:
+            config = common.load_config(F.workdir)
+            quality = self.judge_samples(config, texts, tokens, F.judge)
+            report = os.path.splitext(output)[0] + ".json"
+            common.write_json(report, {"sampler": info, "sample_seconds": seconds, **quality})
+            print(f"wrote {report}: " + json.dumps(
+                {k: quality[k] for k in ("generative_perplexity", "unigram_entropy_bits",
+                                         "word_fraction")}), flush=True)
 
     # ---------------------------------------------------------------- evaluate
     def define_evaluate_flags(self, flag_values) -> None:
@@ -372,6 +431,9 @@ class TextTask(Task):
                              "T-step ELBO; default: config.eval.elbo_steps.", **kw)
         flags.DEFINE_float("spell_t", None, "Text (uniform process): corruption time of the "
                            "spell check, 0 skips it; default: config.eval.spell_t.", **kw)
+        flags.DEFINE_string("judge", "", "Text: workdir of an autoregressive run "
+                            "(diffusion.order=left_to_right) on the same data; the samples' "
+                            "generative perplexity under it goes to sample_quality.", **kw)
         flags.DEFINE_enum("order", None, list(discrete.ORDERS), "Text (masked process): score the "
                           "held-out text under this unmasking order; default: the run's "
                           "diffusion.order. 'left_to_right' on a random-order model: the exact "
@@ -380,10 +442,12 @@ class TextTask(Task):
 
     def evaluate(self, workdir: str, *, num_samples=None, nll_examples=None, solver=None,
                  steps=None, seed=None, elbo_samples=None, elbo_steps=None,
-                 spell_t=None, order=None) -> dict:
+                 spell_t=None, order=None, judge: str = "") -> dict:
         """Bits/char, samples and spell checking of ``workdir``'s latest checkpoint (EMA
         parameters); writes ``metrics.json`` and ``eval_samples.txt``. ``order``: the
-        unmasking order bits/char is scored under (default: the run's ``diffusion.order``)."""
+        unmasking order bits/char is scored under (default: the run's ``diffusion.order``);
+        ``judge``: an autoregressive run's workdir, the samples' generative perplexity under it
+        (``judge_samples``)."""
         t_start = time.perf_counter()
         config = common.load_config(workdir)
         ev = config.eval
@@ -418,11 +482,15 @@ class TextTask(Task):
 
         if num_samples > 0:
             t0 = time.perf_counter()
-            texts, _, sampler = sample_texts(config, objective, params, info, num_samples,
-                                             jax.random.key(seed + 1), method=solver,
-                                             steps=steps)
+            texts, sample_tokens, sampler = sample_texts(config, objective, params, info, num_samples,
+                                                         jax.random.key(seed + 1), method=solver,
+                                                         steps=steps)
             out["sampler"] = {**sampler, "seconds": time.perf_counter() - t0}
-            out["sample_quality"] = sample_quality(config, texts, test)
+            if judge:
+                out["sample_quality"] = self.judge_samples(config, texts, sample_tokens, judge,
+                                                           batch_size=int(ev.batch_size))
+            else:
+                out["sample_quality"] = sample_quality(config, texts, test, sample_tokens)
             out["samples"] = texts[:8]
             write_texts(os.path.join(workdir, EVAL_SAMPLES_FILE), texts)
 
@@ -449,13 +517,15 @@ class TextTask(Task):
         out = self.evaluate(F.workdir, num_samples=F.num_samples, nll_examples=F.nll_examples,
                             solver=F.solver, steps=F.steps, seed=F.seed,
                             elbo_samples=F.elbo_samples, elbo_steps=F.elbo_steps,
-                            spell_t=F.spell_t, order=F.order)
+                            spell_t=F.spell_t, order=F.order, judge=F.judge)
         headline = {k: out[k] for k in ("bits_per_char", "unigram_entropy_bits",
                                         "bits_below_unigram", "num_tokens") if k in out}
         if "likelihood" in out:
             headline["estimator"] = out["likelihood"]["estimator"]
         if "sample_quality" in out:
             headline["word_fraction"] = out["sample_quality"]["word_fraction"]
+            if "generative_perplexity" in out["sample_quality"]:
+                headline["generative_perplexity"] = out["sample_quality"]["generative_perplexity"]
         if "spelling" in out:
             headline.update(cer_before=out["spelling"]["cer_before"],
                             cer_after=out["spelling"]["cer_after"])

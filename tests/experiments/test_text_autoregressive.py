@@ -5,6 +5,7 @@ model can be scored under the fixed order (``--order=left_to_right``)."""
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from launcher_helpers import run_cli  # puts the repository on sys.path
 
+from diffjax.data import text as dtext  # noqa: E402
 from experiments import common, train  # noqa: E402
 from experiments.configs import text_small  # noqa: E402
 from experiments.tasks import text as text_task  # noqa: E402
@@ -56,7 +58,10 @@ def test_evaluate_writes_the_exact_bits_per_char(ar_run):
         TASK.evaluate(ar_run, num_samples=0, order="random")
 
 
-def test_a_random_order_model_is_scored_under_the_fixed_order(tmp_path):
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """A random-order masked run trained in-process for 2 steps."""
+    workdir = str(tmp_path_factory.mktemp("text_random"))
     config = text_small.get_config()
     with config.unlocked():
         config.data.batch_size, config.data.seq_len = 8, SEQ_LEN
@@ -65,12 +70,40 @@ def test_a_random_order_model_is_scored_under_the_fixed_order(tmp_path):
         config.optim.warmup_steps = 1
         config.sample.update(steps=8, num_samples=2, batch_size=2)
         config.eval.update(examples=16, batch_size=16, num_samples=0)
-    train.run(config, str(tmp_path))
-    exact = TASK.evaluate(str(tmp_path), order="left_to_right")
+    train.run(config, workdir)
+    return workdir
+
+
+def test_a_random_order_model_is_scored_under_the_fixed_order(random_run):
+    exact = TASK.evaluate(random_run, order="left_to_right")
     assert exact["order"] == "random"  # the run's own order; bits/char scored under the fixed one
     assert exact["likelihood"]["estimator"].startswith("exact fixed-order")
     assert f"{SEQ_LEN} model calls" in exact["likelihood"]["estimator"]
     assert 3.0 < exact["bits_per_char"] < 6.0  # near log2(27) = 4.75 after two steps
+
+
+def test_remasking_samples_are_judged_by_the_autoregressive_run(random_run, ar_run, tmp_path):
+    output = str(tmp_path / "remdm.txt")
+    flags = SimpleNamespace(workdir=random_run, output=output, num_samples=6, solver="remdm", steps=24, seed=0,
+                            temperature=None, top_p=None, prompt="", batch_size=None, confidence_temperature=None,
+                            remask_schedule="rescale", remask_eta=0.5, judge=ar_run)
+    TASK.sample_main(flags)
+    report = json.load(open(str(tmp_path / "remdm.json")))
+    texts = open(output).read().splitlines()
+    assert report["sampler"]["method"] == "remdm" and report["sampler"]["remask_eta"] == 0.5
+    assert report["sampler"]["remask_schedule"] == "rescale" and set(report["sampler"]["nfe_per_batch"]) == {24}
+    # generative perplexity: 2 ** the judge's exact bits/char of the written samples
+    config = common.load_config(ar_run)
+    judge, params, info, _ = TASK.restore_params(config, ar_run)
+    tokens = np.asarray([[dtext.CHARS.index(c) for c in line] for line in texts], np.int32)
+    nll = jax.jit(lambda p, x: judge.process.nll(judge.model_fn(p), x))(params, tokens)
+    bits = float(np.mean(np.asarray(nll, np.float64))) / (SEQ_LEN * math.log(2))
+    assert report["generative_perplexity"] == pytest.approx(2.0**bits, rel=1e-4)
+    counts = np.unique(list("".join(texts)), return_counts=True)[1] / (6 * SEQ_LEN)
+    assert report["unigram_entropy_bits"] == pytest.approx(float(-(counts * np.log2(counts)).sum()))
+    assert 0.0 <= report["word_fraction"] <= 1.0 and report["judge"] == os.path.abspath(ar_run)
+    with pytest.raises(ValueError, match="judge"):
+        TASK.judge_samples(common.load_config(random_run), texts, tokens, random_run)
 
 
 def test_the_uniform_process_has_no_order():
