@@ -171,6 +171,11 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
     ``options``: further keyword arguments of ``diffjax.discrete.sample``
     (``confidence_temperature``, ``remask_schedule``, ``remask_eta``)."""
     method = default_method(objective, method)
+    if getattr(objective, "causal", False) and int(steps) < int(seq_len):
+        # a causal model reads the tokens before each position; revealing several positions in
+        # one step would feed it masked predecessors, a state it never saw in training
+        raise ValueError(f"steps={int(steps)}: an autoregressive (causal) model samples one token "
+                         f"per model call, so steps must be >= the sequence length {int(seq_len)}")
     batch_size = int(min(batch_size, num))
     shape = (batch_size, int(seq_len))
     init = None
@@ -216,7 +221,11 @@ def _sample_settings(config, objective, method=None, steps=None, temperature=Non
 def sample_texts(config, objective: DiscreteObjective, params, info, num: int, key, *,
                  batch_size=None, x_init=None, **overrides):
     """``(texts, tokens, sampler settings with the model calls per batch)``: ``num`` samples
-    with ``config.sample``'s settings (``overrides``: method, steps, temperature, top_p)."""
+    with ``config.sample``'s settings (``overrides``: method, steps, temperature, top_p). A causal
+    (autoregressive) model samples in as many steps as the sequence has tokens unless ``steps`` is
+    given; fewer steps are refused."""
+    if getattr(objective, "causal", False) and not overrides.get("steps"):
+        overrides["steps"] = int(info.shape[0])  # autoregressive: one token per model call
     settings = _sample_settings(config, objective, **overrides)
     tokens, nfes = generate(objective, params, key, num, int(info.shape[0]), x_init=x_init,
                             batch_size=int(batch_size or config.sample.batch_size), **settings)

@@ -39,6 +39,8 @@ def test_the_order_switch_trains_a_causal_model_sampled_left_to_right(ar_run):
     texts, _, settings = TASK.draw(ar_run, 3, steps=SEQ_LEN)  # one token per step
     assert settings["method"] == "left_to_right" and settings["nfe_per_batch"] == [SEQ_LEN]
     assert len(texts) == 3 and all(len(t) == SEQ_LEN for t in texts)
+    with pytest.raises(ValueError, match=f"steps={SEQ_LEN - 1}: .* >= the sequence length {SEQ_LEN}"):
+        TASK.draw(ar_run, 3, steps=SEQ_LEN - 1)  # several tokens per call: masked predecessors
 
 
 def test_evaluate_writes_the_exact_bits_per_char(ar_run):
