@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffjax.models.embeddings import AdaLNModulation, Conditioning, modulate
+from diffjax.models.embeddings import (
+    AdaLNModulation, Conditioning, FourierKernel, modulate,
+)
 from diffjax.models.layers import dropout_rngs
 
 __all__ = ["MLP", "MLPBlock"]
@@ -68,6 +70,13 @@ class MLP(nnx.Module):
       mlp_ratio: inner width of each block relative to ``hidden``.
       dropout: dropout rate inside blocks (active in ``train()`` mode; needs ``rngs=key``).
       time_embedding: ``"sinusoidal"`` or ``"fourier"``; ``time_scale`` its scale.
+      input_fourier_features: ``F > 0`` feeds ``[x, sin(2 pi x B), cos(2 pi x B)]`` to the
+        input projection instead of ``x`` alone, with a fixed (non-trainable) random
+        ``B ~ N(0, input_fourier_scale^2)`` of shape ``(dim, F)`` (random Fourier features,
+        Tancik et al. 2020): sharp, position-dependent functions of low-dimensional inputs
+        (the checkerboard's square edges) that a plain MLP on ``x`` fits only slowly. ``0``
+        (the default): ``x`` alone, the module and its parameters as without the option.
+      input_fourier_scale: standard deviation of ``B``, in cycles per unit of ``x``.
       second_time: a second float input ``model(x, t, cond, t2=...)`` embedded like ``t``
         and added to the conditioning vector (off by default; see
         :class:`diffjax.models.embeddings.Conditioning`).
@@ -87,6 +96,8 @@ class MLP(nnx.Module):
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
         second_time: bool = False,
+        input_fourier_features: int = 0,
+        input_fourier_scale: float = 1.0,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -95,6 +106,11 @@ class MLP(nnx.Module):
                         ("time_embed_dim", time_embed_dim)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        if not isinstance(input_fourier_features, int) or input_fourier_features < 0:
+            raise ValueError(f"input_fourier_features must be a non-negative int; got "
+                             f"{input_fourier_features!r}.")
+        if not input_fourier_scale > 0.0:
+            raise ValueError(f"input_fourier_scale must be > 0; got {input_fourier_scale!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
         self.dim, self.dtype = dim, dtype
@@ -103,7 +119,12 @@ class MLP(nnx.Module):
             time_scale=time_scale, second_time=second_time, param_dtype=param_dtype, rngs=rngs,
         )
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.proj_in = nnx.Linear(dim, hidden, **kw)
+        self.input_fourier = (
+            FourierKernel(input_fourier_scale * jax.random.normal(
+                rngs.params(), (dim, input_fourier_features), jnp.float32))
+            if input_fourier_features else None
+        )
+        self.proj_in = nnx.Linear(dim + 2 * input_fourier_features, hidden, **kw)
         self.blocks = nnx.List([
             MLPBlock(hidden, time_embed_dim, mlp_ratio=mlp_ratio, dropout=dropout, **kw)
             for _ in range(depth)
@@ -134,7 +155,11 @@ class MLP(nnx.Module):
         rngs = dropout_rngs(self, rngs)
         b = x.shape[0]
         c = self.cond(t, cond, b, t2)
-        h = self.proj_in(x.reshape(b, self.dim))
+        h = x.reshape(b, self.dim)
+        if self.input_fourier is not None:
+            args = 2.0 * jnp.pi * h.astype(jnp.float32) @ self.input_fourier[...]
+            h = jnp.concatenate([h.astype(jnp.float32), jnp.sin(args), jnp.cos(args)], axis=-1)
+        h = self.proj_in(h)
         for block in self.blocks:
             h = block(h, c, rngs)
         shift, scale = self.ada_out(c)

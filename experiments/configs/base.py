@@ -25,8 +25,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", class_conditional=False, dropout=0.0, dtype="float32",
         time_embedding="sinusoidal",
-        # mlp
-        hidden=256, depth=3, time_embed_dim=128, mlp_ratio=2.0,
+        # mlp (input_fourier_features=0: the points alone, no Fourier features)
+        hidden=256, depth=3, time_embed_dim=128, mlp_ratio=2.0, input_fourier_features=0,
+        input_fourier_scale=1.0,
         # unet
         ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), resample_with_conv=True,
         scale_shift=False, attn_heads=1))

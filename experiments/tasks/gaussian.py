@@ -18,7 +18,9 @@ Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...
          .init_from_teacher, MeanFlow's .average_share, .time_mean, .time_std, .adaptive_p,
          .adaptive_c; consistency's .dt (0 = continuous time), .tangent_c, .time_mean,
          .time_std, .sample_t_max; progressive's .student_steps
-    model.second_time (MeanFlow: a second time input), model.time_scale (0 = default)
+    model.second_time (MeanFlow: a second time input), model.time_scale (0 = default),
+         model.input_fourier_features, .input_fourier_scale (mlp: random Fourier features
+         of the input; 0 = none, the default)
     sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
          .guidance_scale, .labels ("uniform" cycles the classes on a conditional model)
     eval.num_samples, .nll_examples, .nll_batch_size, .nll_rtol, .nll_atol, .nll_probes,
@@ -380,6 +382,9 @@ class GaussianTask(Task):
         if m.get("time_scale", 0.0):  # 0: the embedding's default (1000 for sinusoidal)
             kw["time_scale"] = float(m.time_scale)
         if m.name == "mlp":
+            if m.get("input_fourier_features", 0):  # 0: x alone (the MLP's default)
+                kw.update(input_fourier_features=int(m.input_fourier_features),
+                          input_fourier_scale=float(m.get("input_fourier_scale", 1.0)))
             return models.MLP(int(np.prod(info.shape)), hidden=int(m.hidden), depth=int(m.depth),
                               time_embed_dim=int(m.time_embed_dim),
                               mlp_ratio=float(m.mlp_ratio), **kw)

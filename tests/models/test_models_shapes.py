@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diffjax.models import PatchTransformer, TokenTransformer, UNet
+from diffjax.models import MLP, PatchTransformer, TokenTransformer, UNet, count_params
 from models_helpers import (
     LABELS, MODELS, expected_shape, forward, make_input, make_model, maxabs, random_model,
 )
@@ -50,6 +50,59 @@ def test_mlp_flattens_trailing_axes():
     np.testing.assert_allclose(out.reshape(4, 2), forward(model, x, t, LABELS), atol=1e-6)
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         model(jnp.ones((4, 3)), 0.5)
+
+
+def _fourier_mlp(features, scale=1.0):
+    return lambda: MLP(2, hidden=32, depth=2, time_embed_dim=16, num_classes=3,
+                       input_fourier_features=features, input_fourier_scale=scale,
+                       rngs=nnx.Rngs(0))
+
+
+def test_mlp_input_fourier_features_zero_init_param_count_and_frequency_scale():
+    plain = nnx.eval_shape(_fourier_mlp(0))
+    assert plain.input_fourier is None and plain.proj_in.kernel.shape == (2, 32)
+    model = _fourier_mlp(128, scale=0.5)()  # Flax initialisation: the output head is zero
+    model.eval()
+    x = make_input("mlp")
+    assert maxabs(forward(model, x, np.array([0.0, 0.3, 0.7, 1.0]), LABELS)) == 0.0
+    # B (2 x 128) is fixed: not a parameter; only proj_in's 2 * 128 extra input rows are.
+    assert model.input_fourier[...].shape == (2, 128)
+    assert "input_fourier" not in nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    assert count_params(model) == count_params(plain) + 2 * 128 * 32
+    # 256 draws of N(0, 0.5^2): the sample std is 0.5 within 4 standard errors (~0.044 each)
+    assert abs(float(np.std(model.input_fourier[...])) - 0.5) < 0.2 * 0.5
+    for bad in (dict(input_fourier_features=-1), dict(input_fourier_features=2.0),
+                dict(input_fourier_features=4, input_fourier_scale=0.0)):
+        with pytest.raises(ValueError, match="input_fourier"):
+            MLP(2, hidden=8, depth=1, time_embed_dim=8, rngs=nnx.Rngs(0), **bad)
+
+
+def test_mlp_input_fourier_features_are_sin_cos_of_2pi_x_b():
+    # Independent truth: with B set to integers and proj_in's rows for x zeroed, the
+    # model sees x only through sin / cos(2 pi x B), which have period 1 in every
+    # coordinate; with the Fourier rows zeroed it is the plain MLP with the same weights.
+    model = random_model(ctor=_fourier_mlp(3))
+    plain = random_model(ctor=_fourier_mlp(0))
+    rest = lambda m: {k: v for k, v in nnx.to_pure_dict(nnx.state(m)).items()
+                      if k not in ("proj_in", "input_fourier")}
+    nnx.update(plain, rest(model))
+    model.input_fourier[...] = jnp.array([[1.0, 0.0, 2.0], [0.0, 1.0, -3.0]])
+    kernel = np.asarray(model.proj_in.kernel[...])  # rows: x (2), sin (3), cos (3)
+    plain.proj_in.kernel[...] = jnp.asarray(kernel[:2])
+    plain.proj_in.bias[...] = model.proj_in.bias[...]
+    x, t = make_input("mlp"), np.array([0.1, 0.4, 0.6, 0.9])
+    out = forward(model, x, t, LABELS)
+    assert maxabs(out) > 1e-3
+
+    model.proj_in.kernel[...] = jnp.asarray(kernel * (np.arange(8) >= 2)[:, None])
+    shifted = forward(model, x + np.array([[1.0, -2.0]], np.float32), t, LABELS)
+    np.testing.assert_allclose(shifted, forward(model, x, t, LABELS), atol=2e-5)
+    half = forward(model, x + np.array([[0.5, 0.0]], np.float32), t, LABELS)
+    assert maxabs(half, forward(model, x, t, LABELS)) > 1e-3  # not periodic in 1/2
+
+    model.proj_in.kernel[...] = jnp.asarray(kernel * (np.arange(8) < 2)[:, None])
+    np.testing.assert_allclose(forward(model, x, t, LABELS), forward(plain, x, t, LABELS),
+                               atol=1e-6)
 
 
 def test_unet_mnist_height_odd_width_pooling_scale_shift():
