@@ -17,6 +17,9 @@ def test_quickstart_runs_headless(monkeypatch, tmp_path):
     # than the Monte Carlo error of 500 test points (~0.03 nats) plus the solver tolerance.
     assert sw < 0.3, sw
     assert 2.079 - 0.15 < exact < 4.0, exact
+    share, exact_share = map(float, re.search(
+        r"on the squares: ([0-9.]+) of the samples \(exact samples: ([0-9.]+)\)", text).groups())
+    assert exact_share == 1.0 and 0.5 < share <= 1.0, (share, exact_share)
     assert abs(hutch - exact) < 0.3, (hutch, exact)
 
 
