@@ -194,6 +194,11 @@ class Solver(eqx.Module):
         """Adaptive solvers only: integrates from ts[0] to ts[-1]; returns (x, nfe)."""
         raise NotImplementedError
 
+    def check_grid(self, schedule, ts, grid=None) -> None:
+        """Refuses (ValueError) a grid this solver cannot take on ``schedule``. ``ts`` is a concrete
+        numpy array (the driver skips the check where the grid is traced); ``grid`` is the name
+        it was built from, None for an explicit ``ts``. Every grid is accepted by default."""
+
 
 def first_order(den, x0, eps, t_next, x):
     """DDIM / first-order exponential-integrator step: a(t_next) x0 + s(t_next) eps."""

@@ -127,12 +127,31 @@ def make_grid(solver: Solver, schedule, *, steps, ts, t_min, t_max, grid, dtype)
         name = grid or solver.default_grid
         if name != "uniform_t":
             _check_logsnr_ends(schedule, name, t_max, t_min)
-        return grids.get(name, schedule, steps, t_max, t_min, dtype)
+        ts = grids.get(name, schedule, steps, t_max, t_min, dtype)
+        lo, hi = concrete_float(t_min), concrete_float(t_max)
+        rebuild = None if lo is None or hi is None else (lambda: grids.get(name, schedule, steps, hi, lo, dtype))
+        _check_grid(solver, schedule, ts, name, rebuild)
+        return ts
     ts = jnp.asarray(ts, dtype)
     grids.check_ts(ts, increasing=False)
     if steps is not None and ts.shape[0] != steps + 1:
         raise ValueError(f"ts must have length steps + 1 = {steps + 1}, got {ts.shape[0]}")
+    _check_grid(solver, schedule, ts, None, None)
     return ts
+
+
+def _check_grid(solver: Solver, schedule, ts, name, rebuild) -> None:
+    """``solver.check_grid`` on the grid's values where they are known at trace time: ``ts``
+    itself, or (a grid built inside ``jit`` from Python-number ends) ``rebuild()`` evaluated
+    eagerly. Skipped where the grid depends on traced values."""
+    if _is_traced(ts):
+        if rebuild is None:
+            return
+        with jax.ensure_compile_time_eval():
+            ts = rebuild()
+        if _is_traced(ts):
+            return
+    solver.check_grid(schedule, np.asarray(ts), grid=name)
 
 
 def _check_logsnr_ends(schedule, grid, t_max, t_min) -> None:
