@@ -20,11 +20,16 @@ After the grid a last model call at ``t_min`` gives the result: a Gaussian part'
 
 Clamping (``clamp[i] = True``): part i stays exactly ``x_init[i]`` throughout and is fed to the
 model at time 0 (clean). Clamping the image and generating the label classifies by diffusion;
-clamping the label generates from that class. ``guidance_scale`` w != 1 (classifier-free
-guidance) needs every clamped part to be a masked process: the unconditional branch replaces
-them by all-mask tokens at time 1 (what the model sees when the part is unknown), and the
-generated parts get ``uncond + w (cond - uncond)`` (Gaussian predictions) or
-``diffjax.discrete.guide_logits`` (discrete logits); both branches run in one batched call.
+clamping the label generates from that class.
+
+Classifier-free guidance (``guidance_scale`` w != 1) conditions on the masked parts (the
+label): the unconditional branch replaces every token of every masked part by the mask (a
+clamped part at time 1, what the model sees when the part is unknown; a generated one at its
+grid time, so that a token not revealed yet gives both branches the same input). Gaussian parts
+get ``uncond + w (cond - uncond)``, uniform-process parts ``diffjax.discrete.guide_logits``; the
+masked parts themselves are not guided. Clamping the label guides towards that class; in joint
+sampling the image is guided towards the label once it is revealed. Clamped parts must be
+masked processes. Both branches run in one batched call.
 """
 from __future__ import annotations
 
@@ -81,6 +86,12 @@ def _out_shapes(process, shapes):
     return out
 
 
+def _condition_parts(process):
+    """The parts classifier-free guidance conditions on: the masked processes (random order)."""
+    return {i for i, p in enumerate(process.parts)
+            if isinstance(p, MaskedProcess) and not getattr(p, "fixed_order", False)}
+
+
 def _joint_caller(model_fn, process, shapes, clamp, guided, guidance_scale):
     """``call(states, t) -> outs``: the joint model at ``states`` with the generated parts at
     time t (a scalar or (B,)) and the clamped ones at 0, guided where asked; outputs checked."""
@@ -104,21 +115,23 @@ def _joint_caller(model_fn, process, shapes, clamp, guided, guidance_scale):
                 raise TypeError(f"model_fn's output {i} must be floating-point, got dtype {o.dtype}")
         return out
 
+    conditions = _condition_parts(process)
+
     def call(states, t, tdtype):
         tb = jnp.broadcast_to(jnp.asarray(t, tdtype), (B,))
         zeros, ones = jnp.zeros((B,), tdtype), jnp.ones((B,), tdtype)
         times = tuple(zeros if c else tb for c in clamp)
         if not guided:
             return check(raw(tuple(states), times), B)
-        unc_states = tuple(jnp.full_like(x, p.mask_id) if c else x
-                           for p, x, c in zip(process.parts, states, clamp))
-        unc_times = tuple(ones if c else tb for c in clamp)
+        unc_states = tuple(jnp.full_like(x, p.mask_id) if i in conditions else x
+                           for i, (p, x) in enumerate(zip(process.parts, states)))
+        unc_times = tuple(ones if (clamp[i] and i in conditions) else times[i] for i in range(len(clamp)))
         both = check(raw(tuple(jnp.concatenate([a, b]) for a, b in zip(states, unc_states)),
                          tuple(jnp.concatenate([a, b]) for a, b in zip(times, unc_times))), 2 * B)
         outs = []
         for i, o in enumerate(both):
             c, u = o[:B], o[B:]
-            if clamp[i]:
+            if clamp[i] or i in conditions:
                 outs.append(c)
             elif process.is_gaussian(i):
                 w = jnp.asarray(guidance_scale, c.dtype)
@@ -156,8 +169,8 @@ def sample(model_fn, key, shapes, *, process, solver="ddpm", steps=None, x_init=
       t_min: the end of the grid, > 0.
       grid: a ``diffjax.grids`` name; default: the solver's (on the first Gaussian part's
         schedule; ``uniform_t`` when there is no Gaussian part).
-      guidance_scale: classifier-free guidance weight (1: none; may be traced); needs clamped
-        masked parts (module docstring).
+      guidance_scale: classifier-free guidance weight (1: none; may be traced) towards the masked
+        parts (module docstring); clamped parts must then be masked processes.
       temperature, top_p: for the discrete parts' draws (>= 0, 0 = argmax; None or (0, 1]).
       **solver_options: the solver's options (e.g. ``eta`` for ddim).
 
@@ -190,11 +203,11 @@ def sample(model_fn, key, shapes, *, process, solver="ddpm", steps=None, x_init=
     guided = scale is None or scale != 1.0
     if guided:
         _check_number("guidance_scale", guidance_scale, lambda v: True, "")
-        bad = [i for i, c in enumerate(clamp) if c and not (isinstance(process.parts[i], MaskedProcess)
-                                                            and not getattr(process.parts[i], "fixed_order", False))]
-        if not any(clamp) or bad:
-            raise ValueError(f"guidance_scale={guidance_scale} needs clamped parts that are all masked processes "
-                             f"(the unconditional branch masks them); clamp={clamp}")
+        conditions = _condition_parts(process)
+        bad = [i for i, c in enumerate(clamp) if c and i not in conditions]
+        if not conditions or bad:
+            raise ValueError(f"guidance_scale={guidance_scale} needs a masked part to condition on and every "
+                             f"clamped part masked (the unconditional branch masks them); clamp={clamp}")
     lo = concrete_float(t_min)
     if lo is None or not 0.0 < lo < 1.0:
         raise ValueError(f"t_min must be a number in (0, 1), got {t_min!r}")
