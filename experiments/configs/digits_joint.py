@@ -16,9 +16,10 @@ noisy image (class-conditional generation) exactly as they are sampled. The labe
 cross-entropy on masked labels.
 
 Sampling (`diffjax.joint.sample`): both parts over one grid (dpmpp_2m for the image, the
-masked ancestral step for the label); clamping the image and generating the label (argmax)
-classifies by diffusion; clamping the label generates that class, with classifier-free
-guidance ``sample.guidance_scale`` against the masked label.
+masked ancestral step for the label), the image guided towards its label once the label is
+revealed (classifier-free guidance against the masked label, ``sample.joint_guidance_scale``);
+clamping the image and generating the label (argmax) classifies by diffusion; clamping the label
+generates that class, with guidance ``sample.guidance_scale``.
 
 Targets (``experiments.evaluate``, judged by the SVC of ``experiments.metrics``):
 ``joint_agreement`` >= 0.90 (1000 joint pairs: the SVC agrees with the generated label),
@@ -43,7 +44,8 @@ def get_config():
 
     c.sample.solver = "dpmpp_2m"
     c.sample.steps = 50
-    c.sample.guidance_scale = 2.0
+    c.sample.guidance_scale = 2.0  # label-conditioned samples
+    c.sample.joint_guidance_scale = 2.0  # joint samples: the image guided towards its revealed label
     c.sample.temperature = 1.0  # label draws in joint sampling
 
     c.eval.num_samples = 1000

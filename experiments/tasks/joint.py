@@ -16,22 +16,28 @@ Config sections (``experiments/configs/digits_joint.py``)::
          .label_weight, .clean_prob ((image, label): probability that a part is given clean
          in training), .t_min (0 = the loss's default), .antithetic
     sample.solver (a fixed-grid diffjax.solvers name, for the image), .steps, .t_min, .grid
-         ("" = the solver's), .guidance_scale (label-conditioned samples), .temperature (label
-         draws), .num_samples, .batch_size
+         ("" = the solver's), .guidance_scale (label-conditioned samples), .joint_guidance_scale
+         (joint samples: the image guided towards the label once it is revealed), .temperature
+         (label draws), .num_samples, .batch_size
     eval.num_samples (joint pairs), .samples_per_class (label-conditioned), .classify_examples
-         (held-out images to classify, 0 = the whole test split), .guidance_scales, .seed
+         (held-out images to classify, 0 = the whole test split), .guidance_scales (of the
+         label-conditioned samples, besides sample.guidance_scale), .seed
+
+``experiments.evaluate --guidance_scale=W --joint_guidance_scale=V`` overrides the two scales.
 
 ``experiments.sample`` writes the images in the dataset's original range (digits: levels 0..16,
 ``(N, 8, 8, 1)`` uint8) to ``FILE.npy`` and the generated labels (int32 ``(N,)``) to
 ``FILE.labels.npy``, plus a grid ``FILE.png`` (one row per label); ``--class=K`` clamps the label
-to K (then every label is K) with classifier-free guidance ``--guidance=W`` (the unconditional
-branch is the model with the label masked).
+to K (then every label is K) with classifier-free guidance ``--guidance=W`` (default
+``sample.guidance_scale``; the unconditional branch is the model with the label masked);
+without ``--class``, ``--guidance`` overrides ``sample.joint_guidance_scale``.
 
 ``experiments.evaluate`` writes ``metrics.json`` with three accuracies (digits judged by the SVC
 of `experiments.metrics`, ``digits_predict``):
 
-* ``joint_agreement``: for ``eval.num_samples`` jointly generated (image, label) pairs, the
-  share where the SVC's class of the image is the generated label;
+* ``joint_agreement``: for ``eval.num_samples`` jointly generated (image, label) pairs
+  (``sample.joint_guidance_scale``), the share where the SVC's class of the image is the
+  generated label;
 * ``classification_accuracy``: the held-out images classified by diffusion (image clamped,
   label generated with temperature 0, i.e. the argmax) against their true labels; also
   ``classification_accuracy_sampled`` (temperature 1);
@@ -79,9 +85,10 @@ def build_process(config, num_classes: int) -> joint.ProductProcess:
 
 class JointSampler:
     """Draws (image, label) pairs from a joint objective with ``diffjax.joint.sample``, compiled
-    once per mode: ``sampler(params, key, num)`` generates both, ``labels=`` clamps the labels
-    (class-conditional images, ``guidance_scale`` traced), ``images=`` clamps the images
-    (classification; ``temperature`` traced). Returns ``(model-space images, labels)`` as numpy,
+    once per mode: ``sampler(params, key, num)`` generates both (``guidance_scale``: the image
+    guided towards the label once it is revealed), ``labels=`` clamps the labels
+    (class-conditional images), ``images=`` clamps the images (classification). The guidance
+    scale and the label ``temperature`` are traced. Returns ``(model-space images, labels)`` as numpy,
     drawn ``batch_size`` at a time by ``experiments.common.map_batches`` (chunk i uses
     ``fold_in(key, i)``)."""
 
@@ -137,7 +144,7 @@ class JointSampler:
             if num is None or num < 1:
                 raise ValueError(f"num must be >= 1 for joint samples, got {num!r}")
             mode, arrays = "joint", (None, None)
-        guided = mode == "conditional" and float(guidance_scale) != 1.0
+        guided = mode != "classify" and float(guidance_scale) != 1.0
         fn = self._fn(mode, guided)
         if jax.process_count() == 1:
             params = jax.device_put(params, jax.local_devices()[0])
@@ -252,7 +259,8 @@ class JointTask(Task):
         t0 = time.perf_counter()
         sampler = JointSampler.from_config(exp.objective, info, config)
         x, labels = sampler(params, jax.random.key(seed), int(config.sample.num_samples),
-                            temperature=float(config.sample.get("temperature", 1.0)))
+                            temperature=float(config.sample.get("temperature", 1.0)),
+                            guidance_scale=float(config.sample.get("joint_guidance_scale", 1.0)))
         levels = info.postprocess(x)
         seconds = time.perf_counter() - t0
         quality = self.joint_quality(info, levels, labels)
@@ -288,7 +296,8 @@ class JointTask(Task):
         temperature = float(s.get("temperature", 1.0) if temperature is None else temperature)
         key = jax.random.key(seed)
         if class_label is None:
-            x, labels = sampler(params, key, num_samples, temperature=temperature)
+            scale = float(s.get("joint_guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+            x, labels = sampler(params, key, num_samples, temperature=temperature, guidance_scale=scale)
         else:
             K = objective.num_classes
             if isinstance(class_label, bool) or not 0 <= int(class_label) < K:
@@ -320,8 +329,19 @@ class JointTask(Task):
             print(f"wrote {png}")
 
     # ---------------------------------------------------------------- evaluate
-    def evaluate(self, workdir: str, *, num_samples=None, solver=None, steps=None, seed=None, **_unused) -> dict:
-        """The three accuracies of the module docstring; writes ``metrics.json``."""
+    def define_evaluate_flags(self, flag_values) -> None:
+        kw = dict(flag_values=flag_values)
+        if "guidance_scale" not in flag_values:
+            flags.DEFINE_float("guidance_scale", None, "Joint runs: guidance of the label-conditioned samples; "
+                               "default: config.sample.guidance_scale.", **kw)
+        if "joint_guidance_scale" not in flag_values:
+            flags.DEFINE_float("joint_guidance_scale", None, "Joint runs: guidance of the joint samples towards "
+                               "their revealed labels; default: config.sample.joint_guidance_scale.", **kw)
+
+    def evaluate(self, workdir: str, *, num_samples=None, solver=None, steps=None, seed=None, guidance_scale=None,
+                 joint_guidance_scale=None, **_unused) -> dict:
+        """The three accuracies of the module docstring; writes ``metrics.json``. ``guidance_scale``
+        and ``joint_guidance_scale`` override ``config.sample``'s."""
         t_start = time.perf_counter()
         config = common.load_config(workdir)
         ev, s = config.eval, config.sample
@@ -331,14 +351,17 @@ class JointTask(Task):
         K = int(info.num_classes)
         sampler = JointSampler.from_config(objective, info, config, solver=solver, steps=steps)
         temperature = float(s.get("temperature", 1.0))
+        joint_scale = float(s.get("joint_guidance_scale", 1.0) if joint_guidance_scale is None
+                            else joint_guidance_scale)
         out = {"step": step, "dataset": config.data.name, "config": str(config.name), "parameters": "ema",
                "sampler": {"solver": solver or s.solver, "steps": int(steps or s.steps), "t_min": float(s.t_min),
-                           "temperature": temperature}}
+                           "temperature": temperature, "joint_guidance_scale": joint_scale}}
         max_value = info.original_range[1]
 
         # (a) joint pairs
         t0 = time.perf_counter()
-        x, labels = sampler(params, jax.random.key(seed), num_samples, temperature=temperature)
+        x, labels = sampler(params, jax.random.key(seed), num_samples, temperature=temperature,
+                            guidance_scale=joint_scale)
         levels = info.postprocess(x)
         out["joint"] = {**self.joint_quality(info, levels, labels), "seconds": time.perf_counter() - t0}
         label_grid(levels, labels, os.path.join(workdir, "eval_samples.png"), max_value=max_value, num_classes=K,
@@ -357,8 +380,8 @@ class JointTask(Task):
         # (c) label-conditioned images
         per_class = int(ev.get("samples_per_class", 100))
         requested = np.repeat(np.arange(K, dtype=np.int32), per_class)
-        scales = [float(w) for w in ev.get("guidance_scales", ())] or [float(s.get("guidance_scale", 1.0))]
-        headline_scale = float(s.get("guidance_scale", 1.0))
+        scales = [float(w) for w in ev.get("guidance_scales", ())]
+        headline_scale = float(s.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
         if headline_scale not in scales:
             scales.append(headline_scale)
         out["conditional"] = {"samples_per_class": per_class, "by_scale": {}}
@@ -389,7 +412,8 @@ class JointTask(Task):
         return out
 
     def evaluate_main(self, F) -> dict:
-        out = self.evaluate(F.workdir, num_samples=F.num_samples, solver=F.solver, steps=F.steps, seed=F.seed)
+        out = self.evaluate(F.workdir, num_samples=F.num_samples, solver=F.solver, steps=F.steps, seed=F.seed,
+                            guidance_scale=F.guidance_scale, joint_guidance_scale=F.joint_guidance_scale)
         headline = {k: out[k] for k in ("joint_agreement", "classification_accuracy", "conditional_accuracy")}
         print(f"step {out['step']}: {json.dumps(headline)}")
         return out
