@@ -25,7 +25,7 @@ def test_register_get_and_errors_name_the_argument():
 
 def test_families_use_it():
     assert dj.schedules.NAMES == dj.schedules.SCHEDULES.names()
-    assert dj.grids.NAMES == dj.grids.GRIDS.names() == ("uniform_t", "uniform_logsnr", "karras")
+    assert dj.grids.NAMES == dj.grids.GRIDS.names() == ("uniform_t", "uniform_logsnr", "karras", "uniform_angle")
     assert dj.discrete.METHODS == dj.discrete.sampling.SAMPLERS.names()
     with pytest.raises(ValueError, match="method must be one of"):
         dj.discrete.sample(None, None, (1, 2), process=dj.discrete.masked(3), steps=2,

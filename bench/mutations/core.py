@@ -109,4 +109,10 @@ MUTANTS = [
     Mutant("core.dequantize_drops_noise", _K,
            "2.0 * (jnp.asarray(x_int, jnp.float32) + u) / num_bins - 1.0",
            "2.0 * jnp.asarray(x_int, jnp.float32) / num_bins - 1.0"),
+    Mutant("core.uniform_angle_rho_ignored", _G,
+           "u0, u1 = jnp.arctan(jnp.exp(-lo / (2 * rho))), jnp.arctan(jnp.exp(-hi / (2 * rho)))",
+           "u0, u1 = jnp.arctan(jnp.exp(-lo / 2)), jnp.arctan(jnp.exp(-hi / 2))"),
+    Mutant("core.uniform_angle_full_logsnr", _G,
+           "lam = 2.0 * rho * (jnp.log(jnp.cos(u)) - jnp.log(jnp.sin(u)))",
+           "lam = rho * (jnp.log(jnp.cos(u)) - jnp.log(jnp.sin(u)))"),
 ]

@@ -4,11 +4,23 @@
 * ``uniform_logsnr``  equal steps in logsnr (the natural grid of exponential integrators).
 * ``karras``          Karras et al. (2022) rho-spacing in sigma/alpha = exp(-logsnr/2):
                       ``s_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho``.
+* ``uniform_angle``   equal steps in the angle ``u = arctan((sigma/alpha)^(1/rho))``; rho = 1 (the
+                      default) is the angle of (alpha, sigma), i.e. equal steps in t of the cosine
+                      schedule (without its clipping), whatever the schedule.
 
 Every grid starts exactly at ``t_max`` and ends exactly at ``t_min``. Where logsnr is infinite at
-an end (rectified flow at t = 1, or t_min = 0 with sigma(0) = 0), the logsnr-based grids place
-their interior points as if that end sat at the mirror image of the other end's logsnr
-(-logsnr(t_min)), then put the exact endpoint back.
+an end (rectified flow at t = 1, or t_min = 0 with sigma(0) = 0), ``uniform_logsnr`` and
+``karras`` place their interior points as if that end sat at the mirror image of the other end's
+logsnr (-logsnr(t_min)), then put the exact endpoint back; ``uniform_angle`` needs no mirror (its
+angle is pi/2 where alpha = 0 and 0 where sigma = 0).
+
+``uniform_angle`` spends few points where the denoiser hardly changes, for data of unit scale:
+where sigma/alpha >> 1 (it is the data mean plus a term of order alpha/sigma) and where
+sigma/alpha << 1 (it is x/alpha plus a term of order (sigma/alpha)^2). Per unit of log-SNR its
+density of points is proportional to 1 / cosh(logsnr / (2 rho)): rho sets how fast it falls off
+toward both ends (a uniform-logsnr grid is the limit rho -> inf). With rho = 1 it is the default
+grid of euler, ddim, heun, the DPM-Solver++ solvers, unipc and ipndm (their docstrings give the
+measurements); it does not depend on the schedule's parameterisation of t, only on its log-SNR.
 """
 from __future__ import annotations
 
@@ -18,7 +30,8 @@ import numpy as np
 
 from diffjax.registry import Registry
 
-__all__ = ["uniform_t", "uniform_logsnr", "karras", "get", "NAMES", "GRIDS", "check_ts"]
+__all__ = ["uniform_t", "uniform_logsnr", "karras", "uniform_angle", "get", "NAMES", "GRIDS", "check_ts",
+           "MIRRORED"]
 
 
 def __dir__():
@@ -100,13 +113,41 @@ def karras(schedule, steps, t_max=1.0, t_min=1e-3, rho=7.0, dtype=jnp.float32):
     return _pin_ends(schedule.t_of_logsnr(lam).astype(dtype), t_max, t_min)
 
 
+def uniform_angle(schedule, steps, t_max=1.0, t_min=1e-3, rho=1.0, dtype=jnp.float32):
+    """Equal steps in the angle ``arctan((sigma / alpha)^(1 / rho))`` from t_max to t_min, mapped
+    back to t; ends exact, infinite log-SNR ends included (see the module docstring).
+
+    Args:
+      schedule: a ``diffjax.schedules.Schedule``.
+      steps: the number of intervals, an int >= 1 (the grid has steps + 1 points).
+      t_max, t_min: the first and last point, ``0 <= t_min < t_max <= 1`` (defaults 1 and 1e-3;
+        ValueError otherwise where they are Python numbers).
+      rho: a number > 0 (default 1: equal steps in the angle of (alpha, sigma); larger values
+        spread the points toward both ends, a uniform-logsnr grid in the limit).
+      dtype: of the grid.
+    """
+    _check(steps, t_max, t_min)
+    if isinstance(rho, (int, float)) and not (np.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+    lo = schedule.logsnr(jnp.asarray(t_max, dtype))
+    hi = schedule.logsnr(jnp.asarray(t_min, dtype))
+    # (sigma / alpha)^(1 / rho) = exp(-logsnr / (2 rho)); arctan maps [0, inf] onto [0, pi / 2]
+    u0, u1 = jnp.arctan(jnp.exp(-lo / (2 * rho))), jnp.arctan(jnp.exp(-hi / (2 * rho)))
+    u = u0 + jnp.arange(steps + 1, dtype=dtype) / steps * (u1 - u0)
+    lam = 2.0 * rho * (jnp.log(jnp.cos(u)) - jnp.log(jnp.sin(u)))
+    return _pin_ends(schedule.t_of_logsnr(lam).astype(dtype), t_max, t_min)
+
+
 GRIDS = Registry("grid")
 """The grid functions by name (a :class:`diffjax.registry.Registry`); ``get`` calls them."""
 GRIDS.add("uniform_t", lambda schedule, *args, **kwargs: uniform_t(*args, **kwargs))
 GRIDS.add("uniform_logsnr", uniform_logsnr)
 GRIDS.add("karras", karras)
+GRIDS.add("uniform_angle", uniform_angle)
 NAMES = GRIDS.names()
-"""The grid names: ``uniform_t``, ``uniform_logsnr``, ``karras``."""
+"""The grid names: ``uniform_t``, ``uniform_logsnr``, ``karras``, ``uniform_angle``."""
+MIRRORED = ("uniform_logsnr", "karras")
+"""The grids that mirror an infinite log-SNR end (they need a finite one at the other end)."""
 
 
 def get(name, schedule, steps, t_max=1.0, t_min=1e-3, dtype=jnp.float32, **kwargs):

@@ -125,7 +125,7 @@ def make_grid(solver: Solver, schedule, *, steps, ts, t_min, t_max, grid, dtype)
         if steps is None:
             steps = solver.default_steps
         name = grid or solver.default_grid
-        if name != "uniform_t":
+        if name in grids.MIRRORED:
             _check_logsnr_ends(schedule, name, t_max, t_min)
         ts = grids.get(name, schedule, steps, t_max, t_min, dtype)
         lo, hi = concrete_float(t_min), concrete_float(t_max)

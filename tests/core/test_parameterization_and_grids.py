@@ -1,9 +1,14 @@
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import diffjax as dj
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "conformance"))
 
 
 # eps and score carry no information about x0 where alpha = 0: only pairs that stay determined
@@ -55,6 +60,34 @@ def test_karras_grid_matches_the_published_formula_for_ve():
     i = np.arange(6) / 5
     sig = (80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
     np.testing.assert_allclose(sch.sigma(ts), sig, rtol=1e-4)
+
+
+def test_uniform_angle_grid_is_uniform_in_the_angle_of_alpha_and_sigma():
+    """Against the conformance oracle's schedule formulas: the cosine schedule is uniform in the
+    angle arctan(sigma / alpha) by construction, so uniform_angle (rho = 1) is uniform_t there; on
+    every schedule arctan((sigma / alpha)^(1 / rho)) has equal steps, infinite log-SNR ends too
+    (rectified flow from t = 1 to t = 0), and sample accepts those ends."""
+    oracles = pytest.importorskip("oracles")
+    with jax.enable_x64(True):
+        ts = np.asarray(dj.grids.uniform_angle(dj.schedules.cosine(), 7, 1.0, 1e-3, dtype=jnp.float64))
+        np.testing.assert_allclose(ts, np.linspace(1.0, 1e-3, 8), rtol=1e-12, atol=1e-12)
+        for name, t_max, t_min in (("ve", 1.0, 0.0), ("linear_vp", 1.0, 1e-3), ("rectified_flow", 1.0, 0.0),
+                                   ("rectified_flow", 0.9, 0.05)):
+            sch, ref = dj.schedules.get(name), oracles.SCHEDULES[name]
+            for rho in (1.0, 2.5):
+                ts = np.asarray(dj.grids.uniform_angle(sch, 6, t_max, t_min, rho=rho, dtype=jnp.float64))
+                a, s, _, _ = ref.coeffs(ts)
+                with np.errstate(divide="ignore"):
+                    u = np.arctan((s / a) ** (1 / rho))
+                assert ts[0] == t_max and ts[-1] == t_min and np.all(np.diff(ts) < 0), (name, rho, ts)
+                np.testing.assert_allclose(np.diff(u), np.diff(u).mean(), rtol=1e-9, err_msg=f"{name} rho={rho}")
+    rf = dj.schedules.rectified_flow()
+    x, _ = dj.sample(lambda x, t: -x, jax.random.PRNGKey(0), (4, 2), schedule=rf, prediction="flow", solver="ddim",
+                     steps=4, grid="uniform_angle", t_min=0.0, t_max=1.0)
+    assert np.isfinite(np.asarray(x)).all()
+    for rho in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="rho must be a finite number > 0"):
+            dj.grids.uniform_angle(rf, 4, rho=rho)
 
 
 def test_bad_grid_arguments():
