@@ -6,6 +6,11 @@ STEPS = "tests/core/test_solver_steps.py"
 SOLVERS = "tests/core/test_solvers.py"
 GE = "tests/core/test_guidance_and_editing.py"
 CONVERGENCE = SOLVERS + "::test_single_gaussian_ode_converges_to_the_closed_form_solution"
+_MONO = "tests/core/test_solver_monotonicity.py::test_error_never_grows_with_the_number_of_steps"
+
+
+def MONO(solver):  # noqa: N802  (the monotonicity test of one solver, every schedule)
+    return [f"{_MONO}[{solver}-{s}]" for s in ("cosine", "linear_vp", "ve", "rectified_flow")]
 NFE = SOLVERS + "::test_nfe_counts_real_model_calls"
 
 TESTS = {
@@ -21,7 +26,7 @@ TESTS = {
                       GE + "::test_repaint_with_multistep_solvers_stays_finite_and_conditional",
                       SOLVERS + "::test_euler_maruyama_refuses_the_grids_on_which_its_explicit_steps_blow_up"],
     S + "_multistep.py": [STEPS + "::test_multistep_states_match_their_published_updates_at_every_step",
-                          CONVERGENCE],
+                          CONVERGENCE] + MONO("dpmpp_3m"),
     S + "dpmpp_2m.py": [STEPS + "::test_multistep_states_match_their_published_updates_at_every_step",
                         CONVERGENCE],
     S + "dpmpp_3m.py": [STEPS + "::test_multistep_states_match_their_published_updates_at_every_step",
@@ -48,7 +53,7 @@ TESTS = {
         GE + "::test_inpainting_keeps_known_values_and_samples_the_conditional",
         GE + "::test_repaint_with_multistep_solvers_stays_finite_and_conditional",
         GE + "::test_sdedit_interpolates_between_the_input_and_the_model"],
-    S + "unipc.py": ["tests/core/test_unipc.py"],
+    S + "unipc.py": ["tests/core/test_unipc.py"] + MONO("unipc"),
     "diffjax/grids/optimize.py": ["tests/core/test_grid_optimize.py"],
     S + "ipndm.py": ["tests/core/test_few_step_solvers.py"],
     S + "deis.py": ["tests/core/test_few_step_solvers.py"],
@@ -70,7 +75,12 @@ MUTANTS = [
     Mutant("solvers.unipc.history_order_swapped", S + "unipc.py",
            "lam_prev=(lam, l1, l2)", "lam_prev=(lam, l2, l1)"),
     Mutant("solvers.unipc.no_lower_order_final", S + "unipc.py",
-           "jnp.where(is_last, min(self.order, 2), self.order)", "jnp.where(is_last, self.order, self.order)"),
+           "max_order, prev_order = jnp.minimum(self.order, steps_left + 1), jnp.minimum(self.order, steps_left + 2)",
+           "max_order, prev_order = self.order, self.order"),
+    Mutant("solvers.unipc.corrector_order_not_lowered", S + "unipc.py",
+           "jnp.minimum(self.order, steps_left + 2)", "self.order"),
+    Mutant("solvers.unipc.default_grid_logsnr", S + "unipc.py",
+           'default_grid = "uniform_angle"', 'default_grid = "uniform_logsnr"'),
     Mutant("solvers.unipc.correction_sign", S + "unipc.py",
            "x = (x - a * jnp.where(valid, big_b, 0.0) * delta)", "x = (x + a * jnp.where(valid, big_b, 0.0) * delta)"),
     Mutant("solvers.unipc.predictor_weight_not_removed", S + "unipc.py",
@@ -155,6 +165,12 @@ MUTANTS = [
            "    published: bool = eqx.field(static=True, init=False, default=True)",
            "lower_order_final: bool = eqx.field(static=True, init=False, default=False)\n"
            "    published: bool = eqx.field(static=True, init=False, default=True)"),
+    Mutant("solvers.multistep.lower_order_final_only_the_last_step", S + "_multistep.py",
+           "ok2, ok3 = ok2 & (left >= 1), ok3 & (left >= 2)", "ok2, ok3 = ok2 & (left >= 1), ok3 & (left >= 1)"),
+    Mutant("solvers.multistep.default_grid_logsnr", S + "_multistep.py",
+           'default_grid = "uniform_angle"', 'default_grid = "uniform_logsnr"'),
+    Mutant("solvers.driver.steps_left_off_by_one", S + "driver.py",
+           "(n - 1 - jnp.arange(n)).astype(jnp.int32)", "(n - jnp.arange(n)).astype(jnp.int32)"),
     Mutant("solvers.multistep.published_2m_is_the_exp_variant", S + "_multistep.py",
            "corr2 = (-0.5 * hs * em1) * d01",
            "corr2 = mom1 * d01"),

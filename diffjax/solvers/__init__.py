@@ -75,7 +75,8 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
         and 1.0; ValueError otherwise where they are concrete). ``t_max = 1`` is pure noise;
         ``t_min = 0`` is allowed where sigma(0) = 0 for fixed-grid solvers (see ``denoise_final``).
       grid: the name of the grid when ``ts`` is not given (``uniform_t``, ``uniform_logsnr``,
-        ``karras``); default: the solver's (``diffjax.solvers.get(name).default_grid``).
+        ``karras``, ``uniform_angle``); default: the solver's
+        (``diffjax.solvers.get(name).default_grid``; ``uniform_angle`` for most).
       x_init: the state at t_max, a floating-point array of ``shape``; default
         ``sigma(t_max) * N(0, I)``. An integer (or boolean) x_init is refused with a TypeError
         (not converted: convert it yourself, ``x_init.astype(jnp.float32)``); a concrete x_init

@@ -156,11 +156,13 @@ class Solver(eqx.Module):
     has no single step and integrates the whole interval in ``solve(den, x, ts)``.
 
     Class attributes: ``name`` (its key in ``SOLVERS``); ``default_grid`` (a name in
-    ``diffjax.grids``); ``default_steps``; ``fixed_grid``.
+    ``diffjax.grids``); ``default_steps``; ``fixed_grid``; ``uses_steps_left`` (the driver then
+    passes ``steps_left`` to ``step``).
     """
 
     name: ClassVar[str] = ""
     default_grid: ClassVar[str] = "uniform_logsnr"
+    uses_steps_left: ClassVar[bool] = False
     default_steps: ClassVar[int] = 100
     fixed_grid: ClassVar[bool] = True
 
@@ -179,7 +181,10 @@ class Solver(eqx.Module):
         return x
 
     def step(self, den: Denoiser, carry, t, t_next, key, is_last):
-        """One grid interval from t to t_next: returns (carry, model calls used)."""
+        """One grid interval from t to t_next: returns (carry, model calls used). ``is_last``
+        says whether it is the final interval; a solver with ``uses_steps_left`` also takes
+        ``steps_left=``, the number of intervals after this one (an int32 scalar; a caller that
+        does not know it may leave it out, and the solver then only knows ``is_last``)."""
         raise NotImplementedError
 
     def state(self, carry):

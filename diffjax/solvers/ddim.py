@@ -7,6 +7,9 @@ integrator of the probability-flow ODE; eta = 1 samples the exact Gaussian poste
 q(x_next | x_t, x0 = x0_hat), i.e. ancestral DDPM sampling. eta is a traced value; the solver
 counts as deterministic only when eta is known to be 0. A concrete eta outside [0, 1] (or NaN)
 raises a ValueError naming ``eta``; a traced one is not checked.
+
+Default grid: ``uniform_angle`` (equal steps in arctan(sigma / alpha)); see ``euler.py``, whose
+step is DDIM's with eta = 0.
 """
 import jax
 import jax.numpy as jnp
@@ -42,7 +45,7 @@ class DDIM(Solver):
     in [0, 1] (default 0, the deterministic probability-flow step; 1 is ancestral sampling)."""
 
     name = "ddim"
-    default_grid = "uniform_logsnr"
+    default_grid = "uniform_angle"
     default_steps = 100
     eta: float = 0.0
 

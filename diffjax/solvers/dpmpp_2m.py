@@ -30,6 +30,7 @@ class DPMpp2M(Multistep):
 
     name = "dpmpp_2m"
     order: int = eqx.field(static=True, init=False, default=2)
+    lower_order_final: bool = eqx.field(static=True, init=False, default=True)
     published: bool = eqx.field(static=True, init=False, default=True)
 
 
@@ -38,4 +39,5 @@ class DPMpp2MExp(Multistep):
     """Exponential integrator of the linear interpolant (not the published DPM-Solver++(2M))."""
     name = "dpmpp_2m_exp"
     order: int = eqx.field(static=True, init=False, default=2)
+    lower_order_final: bool = eqx.field(static=True, init=False, default=True)
     published: bool = eqx.field(static=True, init=False, default=False)

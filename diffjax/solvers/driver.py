@@ -231,6 +231,7 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
     n = ts.shape[0] - 1
     keys = jax.random.split(key, n)
     is_last = jnp.arange(n) == n - 1
+    last = (is_last, (n - 1 - jnp.arange(n)).astype(jnp.int32))  # and the steps left after each
 
     if check_finite:
         def body(state, inp):
@@ -242,7 +243,7 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
             return (carry, nfe + used, bad), None
 
         init = (solver.init(den, x), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
-        (carry, nfe, bad), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, is_last,
+        (carry, nfe, bad), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, last,
                                                          jnp.arange(n, dtype=jnp.int32)))
         return solver.state(carry), nfe, bad
 
@@ -253,13 +254,22 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
         return (carry, nfe + used), None
 
     init = (solver.init(den, x), jnp.zeros((), jnp.int32))
-    (carry, nfe), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, is_last))
+    (carry, nfe), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, last))
     return solver.state(carry), nfe
+
+
+def _step(solver, den, carry, t, t_next, key, last):
+    """``solver.step`` with ``last = (is_last, steps_left)``; ``steps_left`` only where the solver
+    takes it (``uses_steps_left``)."""
+    is_last, left = last
+    if solver.uses_steps_left:
+        return solver.step(den, carry, t, t_next, key, is_last, steps_left=left)
+    return solver.step(den, carry, t, t_next, key, is_last)
 
 
 def _plain(solver, den):
     def advance(carry, t, t_next, key, last):
-        return solver.step(den, carry, t, t_next, key, last)
+        return _step(solver, den, carry, t, t_next, key, last)
     return advance
 
 
@@ -267,7 +277,7 @@ def _hooked(solver, den, project, repeat, jump_back):
     """One grid step as ``repeat`` passes of (step, project), jumping back between passes."""
     def step_and_project(carry, t, t_next, key, last):
         k_step, k_project = jax.random.split(key)
-        carry, used = solver.step(den, carry, t, t_next, k_step, last)
+        carry, used = _step(solver, den, carry, t, t_next, k_step, last)
         return solver.with_state(carry, project(solver.state(carry), t_next, k_project)), used
 
     def advance(carry, t, t_next, key, last):

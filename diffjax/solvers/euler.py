@@ -5,6 +5,11 @@ With y = x / alpha and s~ = sigma / alpha the ODE reads dy/ds~ = eps(x), nearly 
 accurate than one in t. Algebraically the step equals DDIM with eta = 0; it is kept as the
 textbook Euler step that Heun's method corrects. A step that starts where alpha = 0 (s~ = inf)
 is taken in its finite limit, a(t_next) x0 + s(t_next) eps.
+
+Default grid: ``uniform_angle`` (equal steps in arctan(sigma / alpha)), as for ddim: on the three
+problems of ``bench/solvers.py`` its RMS error against the exact ODE solution is about half that
+on ``uniform_logsnr`` (the former default) at 5, 10 and 20 model calls, and it falls with the
+steps on every schedule of ``tests/core/test_solver_monotonicity.py``.
 """
 import jax.numpy as jnp
 
@@ -35,7 +40,7 @@ class Euler(Solver):
     model call per step. No options."""
 
     name = "euler"
-    default_grid = "uniform_logsnr"
+    default_grid = "uniform_angle"
     default_steps = 100
 
     @property

@@ -16,6 +16,11 @@ bounded by the change of the data estimate. Both forms are second order and agre
 short steps; pi/2 is the distance in lam from the real axis to the poles of a logistic
 denoiser (a function of the SNR e^(2 lam)), beyond which a polynomial in lam over one step does
 not represent it.
+
+Default grid: ``uniform_angle`` (equal steps in arctan(sigma / alpha)): on the three problems of
+``bench/solvers.py`` its RMS error at 5, 10 and 20 steps was 1.5-11x below that on
+``uniform_logsnr`` (the former default), and it falls with the steps on every schedule of
+``tests/core/test_solver_monotonicity.py``, where on uniform_logsnr it grew at 3-8 steps.
 """
 import math
 
@@ -43,7 +48,7 @@ class Heun(Solver):
     on a first-order step). No options."""
 
     name = "heun"
-    default_grid = "uniform_logsnr"
+    default_grid = "uniform_angle"
     default_steps = 25
 
     @property

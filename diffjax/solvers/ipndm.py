@@ -22,13 +22,16 @@ min(order, steps taken + 1), one model call per step. A step that starts or ends
 (sigma^ infinite: rectified flow at t = 1) is the first-order step, and a past node where alpha
 was 0 is not used (finite stand-ins keep values and gradients NaN-free).
 
-Defaults (uniform_t, 20 steps), measured as the RMS error against the exact ODE solution with
-exact denoisers at 5 / 10 / 20 steps: uniform_t was the best grid on a Gaussian (cosine schedule
-from t = 1), a wide Gaussian mixture (linear_vp), a mixture on rectified flow and a sharp mixture
-(std 0.05, cosine), within 1.3x of karras on the VE mixture of ``bench/solvers.py`` and 1.3-1.7x
-worse than uniform_logsnr only on the sharp mixture with linear_vp, while karras and uniform_logsnr
-were 4-38x worse on the cosine Gaussian and the rectified-flow mixture; 20 is the fewest of 10 / 15
-/ 20 / 30 steps with an RMS error <= 0.05 on the first four (unit-scale) data sets.
+Defaults (uniform_angle, 20 steps), measured as the RMS error against the exact ODE solution
+with exact denoisers. uniform_angle (equal steps in arctan(sigma / alpha)) is uniform_t itself on
+the cosine schedule and was as good on the rectified-flow mixture of ``bench/solvers.py`` (5 / 10
+/ 20 model calls: 0.070 / 0.013 / 0.0026 against 0.078 / 0.015 / 0.0025), and 2.5-6x better on
+its VE mixture (0.067 / 0.016 / 0.0034 against 0.25 / 0.089 / 0.020), where uniform_t is uniform
+in log-SNR; with it the error falls from 3 to 64 steps on every schedule of
+``tests/core/test_solver_monotonicity.py``, where on uniform_logsnr and karras it grew at 3-8
+steps. (Before, uniform_t had been chosen over karras and uniform_logsnr, which were 4-38x worse
+on a cosine Gaussian and a rectified-flow mixture.) 20 steps: an RMS error <= 0.05 on unit-scale
+data sets measured then.
 """
 from typing import NamedTuple, Tuple
 
@@ -89,7 +92,7 @@ class IPNDM(Solver):
     call per step. Option (static): ``order``, an int in 1..``MAX_ORDER`` (default 4)."""
 
     name = "ipndm"
-    default_grid = "uniform_t"
+    default_grid = "uniform_angle"
     default_steps = 20
     order: int = eqx.field(static=True, default=4, converter=int_option("order", 1))
 

@@ -23,9 +23,17 @@ applied at the start of the next step, as the difference x_next^c - x_next added
 state, so a projection hook (inpainting) that edits the state between steps keeps its edit.
 
 Orders warm up: the predictor of the k-th step (k = 0, 1, ...) has order min(order, k + 1); with
-``lower_order_final`` (the default, as in the paper's code at few steps) the final step has
-order <= 2. A step that touches alpha = 0 (rectified flow at t = 1: infinite h) is the DDIM
-step, and neither it nor its history enters a higher-order term.
+``lower_order_final`` (the default, as in the paper's code) also at most the number of steps left
+after it plus one (the final step is UniP-1, the DDIM step; the one before it has order <= 2),
+and the corrector of a step has that step's order. Called without ``steps_left`` (only
+``is_last`` known), only the final step is lowered. A step that touches alpha = 0 (rectified
+flow at t = 1: infinite h) is the DDIM step, and neither it nor its history enters a
+higher-order term.
+
+Default grid: ``uniform_angle`` (equal steps in arctan(sigma / alpha)); see ``_multistep.py``
+for the measurements: with the lowered final orders its error falls from 3 to 64 steps on every
+problem measured, where on ``uniform_logsnr`` (the former default) it grew from 3 to 6 or 8
+steps on each schedule.
 
 Options (static): ``order`` (1, 2 or 3; default 3), ``variant`` (``"bh1"``, ``"bh2"``;
 default ``"bh2"``), ``corrector`` (default True: UniPC; False: UniP alone).
@@ -136,8 +144,9 @@ class UniPC(Solver):
     """
 
     name = "unipc"
-    default_grid = "uniform_logsnr"
+    default_grid = "uniform_angle"
     default_steps = 20
+    uses_steps_left = True
     order: int = eqx.field(static=True, default=3, converter=_order)
     variant: str = eqx.field(static=True, default="bh2", converter=_variant)
     corrector: bool = eqx.field(static=True, default=True, converter=_flag("corrector"))
@@ -174,7 +183,7 @@ class UniPC(Solver):
         pred, corr, big_b = _coefficients(r1, r2, -hs, self.variant)
         return order, pred, corr, big_b, (r1, r2), regular
 
-    def step(self, den, carry, t, t_next, key, is_last):
+    def step(self, den, carry, t, t_next, key, is_last, steps_left=None):
         x, count = carry.x, carry.count
         m1, m2, m3 = carry.m_prev
         l1, l2, l3 = carry.lam_prev
@@ -182,10 +191,16 @@ class UniPC(Solver):
         a, s, lam = den.coeffs(t, x)
         lam = lam.astype(l1.dtype)
 
+        # lower order final: order <= steps left + 1 (this step; the previous one had one more left)
+        max_order, prev_order = self.order, self.order
+        if self.lower_order_final and steps_left is None:
+            max_order = jnp.where(is_last, 1, self.order)
+        elif self.lower_order_final:
+            max_order, prev_order = jnp.minimum(self.order, steps_left + 1), jnp.minimum(self.order, steps_left + 2)
         if self.corrector:
             # UniC for the step l1 -> lam that produced x, now that m0 = model(x, t) is known:
-            # x^c - x = -a B (sum_i (rho^c_i - rho^p_i) D_i + rho^c_p (m0 - m1))
-            order, pred, corr, big_b, (r1, r2), regular = self._terms(l1, lam, (l2, l3), count - 1, self.order)
+            # x^c - x = -a B (sum_i (rho^c_i - rho^p_i) D_i + rho^c_p (m0 - m1)), at that step's order
+            order, pred, corr, big_b, (r1, r2), regular = self._terms(l1, lam, (l2, l3), count - 1, prev_order)
             valid = regular & (count >= 1)
             rp = _pick(order, pred, valid & (order >= 2))
             rc = _pick(order, corr, valid)
@@ -199,7 +214,6 @@ class UniPC(Solver):
         # through the noise estimate of the (corrected) state
         eps = jnp.where(s > 0, (x - a * m0) / jnp.where(s > 0, s, 1.0), 0.0).astype(x.dtype)
         a_n, _, lam_n = den.coeffs(t_next, x)
-        max_order = jnp.where(is_last, min(self.order, 2), self.order) if self.lower_order_final else self.order
         order, pred, _, big_b, (r1, r2), regular = self._terms(lam, lam_n, (l1, l2), count, max_order)
         rp = _pick(order, pred, regular & (order >= 2))
         res = rp[0] * (m1 - m0) / r1 + rp[1] * (m2 - m0) / r2

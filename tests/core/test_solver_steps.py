@@ -204,17 +204,16 @@ def exp_2m_step(x, lam, lam_n, an, s, sn, hist):
 
 
 def multistep_reference(x, ts, sch, solver):
-    """States after every step: order min(k + 1, order) at step k (warm-up), and at most 2 on
-    the final step for the 3M solvers (lower order final)."""
+    """States after every step: order min(k + 1, order) at step k (warm-up) and at most the
+    number of steps left after it plus one (lower order final: order 1 on the final step, at
+    most 2 on the one before it)."""
     order = 3 if solver.startswith("dpmpp_3m") else 2
     hist, states = [], []
     for k in range(len(ts) - 1):
         (a, s), (an, sn) = ab(sch, ts[k]), ab(sch, ts[k + 1])
         lam, lam_n = np.log(a / s), np.log(an / sn)
         hist.append((lam, x0_hat(x, a, s)))
-        q = min(k + 1, order)
-        if order == 3 and k == len(ts) - 2:
-            q = min(q, 2)
+        q = min(k + 1, order, len(ts) - 1 - k)
         args = (x, lam, lam_n, an, s, sn, hist[-q:])
         if solver == "dpmpp_2m":
             x = published_step(*args, "2m")
