@@ -32,6 +32,7 @@ Needs libtpu (``pip install -e '.[tpu]'``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -51,6 +52,7 @@ import results as bench_results  # noqa: E402  (bench/results.py)
 from diffjax import training  # noqa: E402
 from diffjax.training import aot  # noqa: E402
 from diffjax.training import sharding as shd  # noqa: E402
+from diffjax.training.objectives.network import split_train_eval  # noqa: E402
 from experiments import common, tasks  # noqa: E402
 
 KEYS = ("config", "topology", "chips", "params", "global_batch", "flops_per_step",
@@ -81,6 +83,10 @@ def analyze(config, topology: str, *, mesh: str = "", fsdp=None, batch: int = 0,
     info = task.dataset_info(config)
     model = nnx.eval_shape(lambda: task.build_model(config, info))
     objective, params = task.build_objective(config, model)
+    # The state that is not a parameter (fixed Fourier kernels, ...) is a constant of the
+    # programs, so it needs its values; built under jit, the unused parameters are dropped.
+    objective = dataclasses.replace(objective, rest=jax.jit(
+        lambda: split_train_eval(task.build_model(config, info))[3])())
     num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
     optimizer, schedule = common.build_optimizer(config)
     step = common.build_train_step(config, objective, optimizer, the_mesh,
