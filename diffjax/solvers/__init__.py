@@ -7,6 +7,10 @@ from the call's options, build the time grid, wrap the model as a ``Denoiser`` a
 solver's steps in one ``lax.scan`` (or, for ``rk45``, one diffrax solve): one compilation
 whatever the step count's values, no Python loop at run time.
 
+``sample(..., self_condition=True)`` samples a self-conditioned model ``model_fn(x_t, t, x0_prev)``
+(Chen et al. 2022): the loop carries the model's latest data estimate and feeds it to the next
+call (``driver.py``); fixed-grid solvers only.
+
 ``DETERMINISTIC`` and ``STOCHASTIC`` list the solvers by their ``deterministic`` property with
 default options (``ddim`` is deterministic at its default eta = 0, stochastic otherwise).
 """
@@ -20,10 +24,10 @@ import numpy as np
 
 from diffjax.solvers import euler, heun, ddim, dpmpp_2m, dpmpp_3m, unipc, ipndm, deis, rk45, ddpm, euler_maruyama, pc  # noqa: F401 (registers them, in this order)
 from diffjax.solvers import driver
-from diffjax.solvers._base import SOLVERS, Denoiser, Solver
+from diffjax.solvers._base import SOLVERS, Denoiser, SelfConditionedDenoiser, Solver
 
-__all__ = ["sample", "encode", "get", "names", "driver", "Denoiser", "Solver", "SOLVERS", "DETERMINISTIC",
-           "STOCHASTIC"]
+__all__ = ["sample", "encode", "get", "names", "driver", "Denoiser", "SelfConditionedDenoiser", "Solver",
+           "SOLVERS", "DETERMINISTIC", "STOCHASTIC"]
 
 
 def __dir__():
@@ -50,7 +54,8 @@ registration order."""
 
 
 def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", steps=None, ts=None, t_min=1e-3,
-           t_max=1.0, x_init=None, denoise_final=True, grid=None, dtype=None, check_finite=False, **solver_options):
+           t_max=1.0, x_init=None, denoise_final=True, grid=None, dtype=None, check_finite=False,
+           self_condition=False, **solver_options):
     """Draws samples by integrating from ``t_max`` (noise) down to ``t_min``.
 
     Args:
@@ -96,6 +101,12 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
         denoising call). Under an outer ``jax.jit`` nothing can be raised: the index is returned
         as ``info["nonfinite_step"]`` (an int32, -1 when every step was finite) for the caller
         to check (e.g. with ``jax.experimental.checkify.check``).
+      self_condition: default False. True samples a self-conditioned model: ``model_fn`` is then
+        called as ``model_fn(x_t, t, x0_prev)``, ``x0_prev`` (of the shape and dtype of the state)
+        being the data estimate x0 implied by the model's previous output (zeros at the first
+        call). The loop carries it from call to call, after every call (heun's two per step, pc's
+        corrector calls, the final denoising call included). Fixed-grid solvers only (``rk45`` is
+        refused). A model that ignores ``x0_prev`` gives exactly the samples of the plain call.
       **solver_options: ``eta`` for ddim (in [0, 1]); ``snr`` (> 0), ``corrector_steps`` (int >= 0)
         for pc; ``order`` for unipc, ipndm, deis; ``variant``, ``corrector``, ``lower_order_final``
         for unipc; ``rtol``, ``atol``, ``method``, ``max_steps`` for rk45. The numeric ones (eta,
@@ -113,6 +124,8 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
     """
     driver.check_common(schedule, prediction, solver, t_min, t_max)
     solv = driver.make_solver(solver, solver_options)
+    if not isinstance(self_condition, (bool, np.bool_)):
+        raise ValueError(f"self_condition must be True or False, got {self_condition!r}")
     shape = _check_shape(shape)
     if x_init is not None:
         x_init = driver.check_state(x_init, "x_init", shape)
@@ -126,7 +139,8 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
     k_init, k_solve = jax.random.split(key)
     if x_init is None:
         x_init = schedule.sigma(ts[0]).astype(dtype) * jax.random.normal(k_init, shape, dtype)
-    den = Denoiser(model_fn, schedule, prediction)
+    den = (SelfConditionedDenoiser if self_condition else Denoiser)(model_fn, schedule, prediction)
+    driver.check_self_condition(solv, den)
     if driver.ends_at_data(solv, schedule, t_end):
         # sigma(t_min) = 0: the model is never called there (an eps / x0 model is 0/0 at sigma = 0);
         # the last step is the denoising step x_{t_min} = alpha(t_min) D(x, t) and already is data.

@@ -1,7 +1,10 @@
 """What every solver shares: the denoiser view of a model, the solver interface, the solver table.
 
 A solver sees the model only through ``Denoiser``: ``den(x, t) -> (x0, eps)``, the data and
-noise estimates implied by whatever kind the model predicts. Solvers never import Flax.
+noise estimates implied by whatever kind the model predicts. Solvers never import Flax. A
+solver that calls the model inside a loop or a branch of its own step uses ``den.cond`` /
+``den.scan`` (``lax.cond`` / ``lax.scan`` for a plain ``Denoiser``), so that a
+``SelfConditionedDenoiser`` can carry its latest data estimate through them.
 
 A solver is an immutable pytree (``equinox.Module``) built from the call's options, e.g.
 ``DDIM(eta=0.3)``. Numeric options (``eta``, ``snr``, ``rtol``, ``atol``) are pytree leaves and
@@ -31,11 +34,14 @@ from diffjax import _model_call
 from diffjax.parameterization import check_kind, to_x0_eps
 from diffjax.registry import Registry
 
-__all__ = ["Denoiser", "Solver", "SOLVERS", "register", "concrete_float", "check_float_option", "int_option",
+__all__ = ["Denoiser", "SelfConditionedDenoiser", "Solver", "SOLVERS", "register", "concrete_float", "check_float_option", "int_option",
            "call_model", "T_CONVENTION", "first_order", "nfe"]
 
 T_CONVENTION = ("t has shape (B,), one time per example of x (shape (B, ...)); broadcast it against x "
                 "with t[:, None] (or t.reshape((-1,) + (1,) * (x.ndim - 1)))")
+SELF_COND_CONVENTION = (T_CONVENTION + "; with self_condition=True the model is called as model_fn(x, t, "
+                        "x0_prev), x0_prev of the shape and dtype of x (its previous data estimate, "
+                        "zeros at the first call)")
 
 SOLVERS: Registry = Registry("solver")
 
@@ -94,10 +100,10 @@ def int_option(name: str, minimum: int) -> Callable:
     return convert
 
 
-def call_model(model_fn: Callable, x, t, name: str = "model_fn"):
+def call_model(model_fn: Callable, x, t, name: str = "model_fn", convention: str = T_CONVENTION):
     """``model_fn(x, t)``, checked where it is traced (no extra trace, no FLOPs): it must return
     one floating-point array of the shape of ``x`` (``diffjax._model_call.call_model`` with the
-    convention ``T_CONVENTION``).
+    given ``convention``, by default ``T_CONVENTION``).
 
     Raises:
       ValueError: the call fails with a plain ValueError or IndexError (chained from it), or
@@ -108,7 +114,7 @@ def call_model(model_fn: Callable, x, t, name: str = "model_fn"):
         and get the call described in a note.
     """
     return _model_call.call_model(model_fn, x, t, out_shapes=[x.shape], returns="an array of the shape of x",
-                                  convention=T_CONVENTION, name=name)
+                                  convention=convention, name=name)
 
 
 class Denoiser:
@@ -145,6 +151,84 @@ class Denoiser:
         x0, eps = self(x, t)
         _, _, da, ds = self.schedule.coefficients(jnp.asarray(t, self.time_dtype(x)))
         return (da * x0 + ds * eps).astype(x.dtype)
+
+    # the control flow a solver's step may put model calls in (a self-conditioned view threads
+    # its carried estimate through them)
+    def cond(self, pred, true_fn, false_fn, operand):
+        """``jax.lax.cond(pred, true_fn, false_fn, operand)``, for model calls inside a branch."""
+        return jax.lax.cond(pred, true_fn, false_fn, operand)
+
+    def scan(self, f, init, xs):
+        """``jax.lax.scan(f, init, xs)``, for model calls inside a loop of a step."""
+        return jax.lax.scan(f, init, xs)
+
+
+class SelfConditionedDenoiser(Denoiser):
+    """A self-conditioned model ``model_fn(x_t, t, x0_prev) -> prediction`` seen as a
+    ``Denoiser``: every call feeds the model ``x0_prev``, the data estimate x0 of the call before
+    (zeros, of the shape and dtype of x, at the first call), and then holds its own x0 estimate
+    as the new ``x0_prev`` (self-conditioning, Chen et al. 2022).
+
+    The estimate lives in the Python object while a step is traced; whatever loops carries it
+    through its own carry: the driver's ``lax.scan`` over the grid (``driver.run_steps``) and,
+    inside a solver's step, ``cond`` / ``scan`` (heun's correction, pc's corrector). Build one
+    per loop iteration with ``at(x0_prev)``. After ``driver.run_steps`` the object given to it
+    holds the estimate of the last call of the run (for ``sample``'s final denoising call).
+    """
+
+    def __init__(self, model_fn: Callable, schedule, prediction: str, x0_prev=None):
+        super().__init__(model_fn, schedule, prediction)
+        self.x0_prev = x0_prev
+
+    def at(self, x0_prev) -> "SelfConditionedDenoiser":
+        """A fresh view of the same model holding ``x0_prev``."""
+        return SelfConditionedDenoiser(self.model_fn, self.schedule, self.prediction, x0_prev)
+
+    def initial(self, x):
+        """The estimate the next call feeds: ``x0_prev``, or zeros like ``x`` if none yet."""
+        return jnp.zeros_like(x) if self.x0_prev is None else self.x0_prev.astype(x.dtype)
+
+    def __call__(self, x, t):
+        tb = jnp.broadcast_to(jnp.asarray(t, self.time_dtype(x)), x.shape[:1])
+        prev = self.initial(x)
+        out = call_model(lambda x_, t_: self.model_fn(x_, t_, prev), x, tb,
+                         convention=SELF_COND_CONVENTION).astype(x.dtype)
+        x0, eps = to_x0_eps(out, x, tb, self.schedule, self.prediction)
+        x0, eps = x0.astype(x.dtype), eps.astype(x.dtype)
+        self.x0_prev = x0
+        return x0, eps
+
+    def cond(self, pred, true_fn, false_fn, operand):
+        """``lax.cond`` with the carried estimate: both branches start from the current one and
+        the taken branch's last estimate is held afterwards."""
+        start = self.x0_prev
+
+        def branch(fn):
+            def run(op):
+                self.x0_prev = start
+                out = fn(op)
+                return out, self.x0_prev
+            return run
+
+        if start is None:
+            raise ValueError("SelfConditionedDenoiser.cond needs a current estimate (call the model "
+                             "first, or build the view with at(x0_prev))")
+        out, self.x0_prev = jax.lax.cond(pred, branch(true_fn), branch(false_fn), operand)
+        return out
+
+    def scan(self, f, init, xs):
+        """``lax.scan`` with the carried estimate threaded through the loop's carry."""
+        if self.x0_prev is None:
+            raise ValueError("SelfConditionedDenoiser.scan needs a current estimate (call the model "
+                             "first, or build the view with at(x0_prev))")
+
+        def body(carry, x):
+            c, self.x0_prev = carry
+            c, y = f(c, x)
+            return (c, self.x0_prev), y
+
+        (out, self.x0_prev), ys = jax.lax.scan(body, (init, self.x0_prev), xs)
+        return out, ys
 
 
 class Solver(eqx.Module):

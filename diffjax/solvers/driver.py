@@ -26,6 +26,14 @@ misuses ``t`` or returns the wrong shape fails when it is first traced, with a m
 ``integrate`` carries the index of the first step whose state is not finite through the scan
 (``raise_if_nonfinite`` turns it into an error once it is concrete); without it the scan body
 is unchanged.
+
+Self-conditioning: given a ``SelfConditionedDenoiser`` (``sample(..., self_condition=True)``),
+``run_steps`` carries the latest data estimate x0 in the scan state next to the solver's carry
+(zeros before the first call). Each step gets a fresh view ``den.at(x0_prev)``; every model call
+in it (both of heun's, pc's corrector calls, through ``den.cond`` / ``den.scan``) feeds the
+estimate of the call before and replaces it with its own. A jump back (``repeat > 1``) restarts
+the solver but keeps the estimate. With a plain ``Denoiser`` the scan is exactly as before.
+Adaptive solvers (``rk45``) cannot carry it and are refused.
 """
 from __future__ import annotations
 
@@ -38,10 +46,11 @@ import numpy as np
 from diffjax.grids import named as grids
 from diffjax.parameterization import check_kind
 from diffjax.schedules import Schedule
-from diffjax.solvers._base import SOLVERS, Denoiser, Solver, concrete_float
+from diffjax.solvers._base import SOLVERS, Denoiser, SelfConditionedDenoiser, Solver, concrete_float
 
-__all__ = ["Denoiser", "check_common", "check_state", "make_solver", "make_grid", "check_singular_start",
-           "ends_at_data", "integrate", "run_steps", "raise_if_nonfinite"]
+__all__ = ["Denoiser", "SelfConditionedDenoiser", "check_common", "check_state", "make_solver", "make_grid",
+           "check_singular_start", "check_self_condition", "ends_at_data", "integrate", "run_steps",
+           "raise_if_nonfinite"]
 
 
 def __dir__():
@@ -202,6 +211,7 @@ def integrate(solver: Solver, den: Denoiser, x, ts, key, *, check_finite: bool =
     (x, nfe, first non-finite step or -1) with ``check_finite`` (an adaptive solver is one step)."""
     if solver.fixed_grid:
         return run_steps(solver, den, x, ts, key, check_finite=check_finite)
+    check_self_condition(solver, den)
     x, nfe = solver.solve(den, x, ts)
     if check_finite:
         return x, nfe, jnp.where(jnp.all(jnp.isfinite(x)), -1, 0).astype(jnp.int32)
@@ -218,6 +228,10 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
     the scan also carries the index of the first step after which the state holds a NaN or inf
     (-1 if none) and the result is ``(x, nfe, first_bad_step)``; without it the scan body does
     no extra work.
+
+    With a ``SelfConditionedDenoiser`` ``den`` the scan also carries the latest data estimate (see
+    the module docstring), starting from ``den``'s (zeros if it holds none); afterwards ``den``
+    holds the estimate of the run's last model call.
     """
     if not solver.fixed_grid:
         raise ValueError(f"run_steps needs a fixed-grid solver; {solver.name!r} has no single step")
@@ -227,6 +241,9 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
         raise ValueError("repeat and jump_back need a project hook")
     if repeat > 1 and jump_back is None:
         raise ValueError(f"repeat={repeat} needs jump_back(x, t_next, t, key) -> x")
+    self_cond = isinstance(den, SelfConditionedDenoiser)
+    if self_cond:
+        solver = _SelfConditioned(solver)
     advance = _plain(solver, den) if project is None else _hooked(solver, den, project, repeat, jump_back)
     n = ts.shape[0] - 1
     keys = jax.random.split(key, n)
@@ -245,6 +262,8 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
         init = (solver.init(den, x), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
         (carry, nfe, bad), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, last,
                                                          jnp.arange(n, dtype=jnp.int32)))
+        if self_cond:
+            den.x0_prev = carry[1]
         return solver.state(carry), nfe, bad
 
     def body(state, inp):
@@ -255,7 +274,55 @@ def run_steps(solver: Solver, den: Denoiser, x, ts, key, *, project: Optional[Ca
 
     init = (solver.init(den, x), jnp.zeros((), jnp.int32))
     (carry, nfe), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys, last))
+    if self_cond:
+        den.x0_prev = carry[1]
     return solver.state(carry), nfe
+
+
+def check_self_condition(solver: Solver, den: Denoiser) -> None:
+    """Refuses (ValueError naming ``self_condition``) a self-conditioned model with an adaptive
+    solver: its steps run inside diffrax, where the estimate cannot be carried."""
+    if isinstance(den, SelfConditionedDenoiser) and not solver.fixed_grid:
+        raise ValueError(f"self_condition=True needs a fixed-grid solver (the sampler carries the model's "
+                         f"previous x0 estimate from step to step); {solver.name!r} is adaptive")
+
+
+class _SelfConditioned:
+    """A fixed-grid solver seen by the scan with the latest data estimate in its carry:
+    ``(the solver's carry, x0_prev)``. Each step runs the solver on a fresh
+    ``den.at(x0_prev)`` and keeps the estimate of its last model call."""
+
+    def __init__(self, solver: Solver):
+        self.solver = solver
+        self.name, self.fixed_grid = solver.name, solver.fixed_grid
+        self.uses_steps_left = solver.uses_steps_left
+
+    def init(self, den, x):
+        return self.solver.init(den, x), den.initial(x)
+
+    def restart(self, den, carry, x):
+        """The solver restarted from ``x`` (a jump back), the estimate kept."""
+        return self.solver.init(den, x), carry[1]
+
+    def step(self, den, carry, t, t_next, key, is_last, **kw):
+        inner, x0_prev = carry
+        view = den.at(x0_prev)
+        inner, used = self.solver.step(view, inner, t, t_next, key, is_last, **kw)
+        return (inner, view.x0_prev.astype(x0_prev.dtype)), used
+
+    def state(self, carry):
+        return self.solver.state(carry[0])
+
+    def with_state(self, carry, x):
+        return self.solver.with_state(carry[0], x), carry[1]
+
+
+def _restart(solver, den, carry, x):
+    """The carry after a jump back to ``x``: the solver restarted (a multistep history does not
+    belong to the new state); a self-conditioning estimate is kept."""
+    if isinstance(solver, _SelfConditioned):
+        return solver.restart(den, carry, x)
+    return solver.init(den, x)
 
 
 def _step(solver, den, carry, t, t_next, key, last):
@@ -289,7 +356,7 @@ def _hooked(solver, den, project, repeat, jump_back):
                 k_pass, k_back = jax.random.split(k)
                 carry, u = step_and_project(carry, t, t_next, k_pass, last)
                 x_back = jump_back(solver.state(carry), t_next, t, k_back)
-                return (solver.init(den, x_back), used + u), None
+                return (_restart(solver, den, carry, x_back), used + u), None
 
             (carry, used), _ = jax.lax.scan(pass_and_jump_back, (carry, used), keys[:-1])
         carry, u = step_and_project(carry, t, t_next, keys[-1], last)

@@ -24,7 +24,6 @@ Default grid: ``uniform_angle`` (equal steps in arctan(sigma / alpha)): on the t
 """
 import math
 
-import jax
 import jax.numpy as jnp
 
 from diffjax.solvers._base import Solver, nfe, register
@@ -72,5 +71,5 @@ class Heun(Solver):
             corr = jnp.where(jnp.abs(h) <= H_MAX, edm, exp_form)
             return (x_pred + corr).astype(x.dtype)
 
-        x_next = jax.lax.cond(regular, correct, lambda _: x_pred, None)
+        x_next = den.cond(regular, correct, lambda _: x_pred, None)  # lax.cond; threads a self-cond estimate
         return x_next, nfe(1) + regular.astype(jnp.int32)

@@ -59,6 +59,6 @@ class PC(Solver):
             step = (2.0 * ratio**2).astype(x.dtype)
             return (x + step * score + jnp.sqrt(2.0 * step) * z).astype(x.dtype), None
 
-        x, _ = jax.lax.scan(langevin, x, jax.random.split(k_corr, n_corr))
+        x, _ = den.scan(langevin, x, jax.random.split(k_corr, n_corr))  # lax.scan; threads a self-cond estimate
         x0, eps = den(x, t)
         return ddim_update(den, x, x0, eps, t, t_next, k_pred, 1.0), nfe(1 + n_corr)
