@@ -1,5 +1,5 @@
 """Shared building blocks: multi-head self-attention (optionally rotary), GroupNorm, dropout
-keys."""
+keys, the self-conditioning input check."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = ["Attention", "GroupNorm", "LOGICAL_AXES", "axes", "group_norm", "apply_rope",
-           "dropout_rngs", "num_groups", "concrete_range"]
+           "dropout_rngs", "num_groups", "concrete_range", "self_condition_input"]
 
 
 def __dir__():
@@ -198,3 +198,30 @@ def concrete_range(a) -> tuple[int, int] | None:
         return None
     a = np.asarray(a)
     return int(a.min()), int(a.max())
+
+
+def self_condition_input(module: nnx.Module, x_self_cond, shape, what: str = "the shape of x"):
+    """The self-conditioning input of a model call, checked.
+
+    A model built with ``self_condition=True`` (``module.self_condition``) gets ``x_self_cond``
+    as a float array of ``shape`` (``None``: zeros, float32); a model without it gets None back,
+    and a ``x_self_cond`` given to it raises. ``what`` describes ``shape`` in the messages.
+
+    Raises:
+      ValueError: naming ``x_self_cond``: given to a model without self-conditioning, of another
+        shape, or not floating-point.
+    """
+    if not getattr(module, "self_condition", False):
+        if x_self_cond is not None:
+            raise ValueError(f"x_self_cond was given but this {type(module).__name__} was built with "
+                             f"self_condition=False; build it with self_condition=True.")
+        return None
+    shape = tuple(int(d) for d in shape)
+    if x_self_cond is None:
+        return jnp.zeros(shape, jnp.float32)
+    x_self_cond = jnp.asarray(x_self_cond)
+    if x_self_cond.shape != shape:
+        raise ValueError(f"x_self_cond must have shape {shape} ({what}); got {x_self_cond.shape}.")
+    if not jnp.issubdtype(x_self_cond.dtype, jnp.floating):
+        raise ValueError(f"x_self_cond must be floating-point; got dtype {x_self_cond.dtype}.")
+    return x_self_cond

@@ -11,7 +11,7 @@ from flax import nnx
 from diffjax.models.embeddings import (
     AdaLNModulation, Conditioning, FourierKernel, modulate,
 )
-from diffjax.models.layers import dropout_rngs
+from diffjax.models.layers import dropout_rngs, self_condition_input
 
 __all__ = ["MLP", "MLPBlock"]
 
@@ -53,7 +53,8 @@ class MLPBlock(nnx.Module):
 
 class MLP(nnx.Module):
     """Time- (and optionally class-) conditional residual MLP: ``model(x, t, cond=None) -> out``
-    with ``out.shape == x.shape``, float32.
+    with ``out.shape == x.shape``, float32 (``model(x, t, cond, x_self_cond=...)`` when built
+    with ``self_condition=True``).
 
     ``x`` has shape ``(B, dim)`` or ``(B, *S)`` with ``prod(S) == dim`` (flattened and
     reshaped back). ``t`` is float, shape ``(B,)`` or scalar (diffusion time, t=0 data).
@@ -80,6 +81,10 @@ class MLP(nnx.Module):
       second_time: a second float input ``model(x, t, cond, t2=...)`` embedded like ``t``
         and added to the conditioning vector (off by default; see
         :class:`diffjax.models.embeddings.Conditioning`).
+      self_condition: self-conditioning (Chen et al. 2022; off by default): the model also
+        takes ``x_self_cond``, its own previous estimate of the clean data (the shape of
+        ``x``; ``None`` means zeros), appended to the input projection's features (after the
+        Fourier features, if any).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -98,6 +103,7 @@ class MLP(nnx.Module):
         second_time: bool = False,
         input_fourier_features: int = 0,
         input_fourier_scale: float = 1.0,
+        self_condition: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -113,7 +119,10 @@ class MLP(nnx.Module):
             raise ValueError(f"input_fourier_scale must be > 0; got {input_fourier_scale!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
+        if not isinstance(self_condition, bool):
+            raise ValueError(f"self_condition must be True or False; got {self_condition!r}.")
         self.dim, self.dtype = dim, dtype
+        self.self_condition = self_condition
         self.cond = Conditioning(
             time_embed_dim, num_classes=num_classes, time_embedding=time_embedding,
             time_scale=time_scale, second_time=second_time, param_dtype=param_dtype, rngs=rngs,
@@ -124,7 +133,8 @@ class MLP(nnx.Module):
                 rngs.params(), (dim, input_fourier_features), jnp.float32))
             if input_fourier_features else None
         )
-        self.proj_in = nnx.Linear(dim + 2 * input_fourier_features, hidden, **kw)
+        self.proj_in = nnx.Linear(dim * (2 if self_condition else 1) + 2 * input_fourier_features,
+                                  hidden, **kw)
         self.blocks = nnx.List([
             MLPBlock(hidden, time_embed_dim, mlp_ratio=mlp_ratio, dropout=dropout, **kw)
             for _ in range(depth)
@@ -145,13 +155,14 @@ class MLP(nnx.Module):
     def null_class(self) -> int | None:
         return self.cond.null_class
 
-    def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
+    def __call__(self, x, t, cond=None, *, t2=None, x_self_cond=None, rngs=None) -> jax.Array:
         x = jnp.asarray(x)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
             raise ValueError(
                 f"x must have shape (B, {self.dim}) or (B, ...) with {self.dim} features per "
                 f"example; got {x.shape}."
             )
+        sc = self_condition_input(self, x_self_cond, x.shape)
         rngs = dropout_rngs(self, rngs)
         b = x.shape[0]
         c = self.cond(t, cond, b, t2)
@@ -159,6 +170,8 @@ class MLP(nnx.Module):
         if self.input_fourier is not None:
             args = 2.0 * jnp.pi * h.astype(jnp.float32) @ self.input_fourier[...]
             h = jnp.concatenate([h.astype(jnp.float32), jnp.sin(args), jnp.cos(args)], axis=-1)
+        if sc is not None:
+            h = jnp.concatenate([h, sc.reshape(b, self.dim).astype(h.dtype)], axis=-1)
         h = self.proj_in(h)
         for block in self.blocks:
             h = block(h, c, rngs)

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from diffjax.models.embeddings import AdaLNModulation, Conditioning, modulate
-from diffjax.models.layers import Attention, axes, concrete_range, dropout_rngs
+from diffjax.models.layers import Attention, axes, concrete_range, dropout_rngs, self_condition_input
 
 __all__ = [
     "DiTBlock", "FinalLayer", "DiTBackbone", "TokenTransformer", "PatchTransformer",
@@ -165,6 +165,14 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
     state whose first k tokens agree, so one call on a whole sequence scores every position
     (``process.nll(..., causal=True)``). Needs ``num_extra_tokens >= 1``.
 
+    ``self_condition=True`` (self-conditioning, Strudel et al. 2022; Chen et al. 2022) adds an
+    input ``model(tokens, t, cond, x_self_cond=...)``: the model's previous predicted
+    distribution over the vocabulary, probabilities of shape ``(B, L, vocab_size)`` (``None``
+    means zeros), projected by a zero-initialised ``Linear(vocab_size -> dim)`` and added to the
+    token embeddings. The projection is built last, so the other parameters are those of the
+    model without the option (same ``rngs``), and at initialisation the output does not depend
+    on ``x_self_cond``.
+
     Args:
       vocab_size: number of real tokens (output classes).
       num_extra_tokens: extra input-only ids (default 1: the mask token).
@@ -177,6 +185,7 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
       positions: ``"rope"`` (rotary, default) or ``"learned"`` absolute embeddings.
       time_embedding, time_scale: see :class:`diffjax.models.embeddings.TimeEmbedding`.
       causal: the autoregressive variant above (default False: bidirectional).
+      self_condition: the self-conditioning input above (default False).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -197,10 +206,13 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
         causal: bool = False,
+        self_condition: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
+        if not isinstance(self_condition, bool):
+            raise ValueError(f"self_condition must be True or False; got {self_condition!r}.")
         if not isinstance(vocab_size, int) or vocab_size < 2:
             raise ValueError(f"vocab_size must be an int >= 2; got {vocab_size!r}.")
         if not isinstance(num_extra_tokens, int) or num_extra_tokens < 0:
@@ -208,6 +220,10 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         if not isinstance(seq_len, int) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive int; got {seq_len!r}.")
         _check_positions(positions, _POSITIONS_TOKENS)
+        if causal and self_condition:
+            raise ValueError("causal=True and self_condition=True cannot be combined: an autoregressive "
+                             "model is scored in one pass on the whole sequence, where a previous "
+                             "prediction would show it the tokens it predicts.")
         if causal and num_extra_tokens < 1:
             raise ValueError("causal=True needs num_extra_tokens >= 1 (the mask id is the start "
                              f"token); got num_extra_tokens={num_extra_tokens}.")
@@ -229,6 +245,13 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
             time_embedding=time_embedding, time_scale=time_scale, causal=self.causal,
             dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
+        # built last: the other parameters are those of the model without self-conditioning
+        self.self_condition = self_condition
+        self.self_cond_proj = (
+            nnx.Linear(vocab_size, dim, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs)
+            if self_condition else None
+        )
 
     @property
     def mask_id(self) -> int | None:
@@ -236,7 +259,7 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
         tokens (uniform / multinomial diffusion)."""
         return self.vocab_size if self.num_extra_tokens else None
 
-    def __call__(self, tokens, t, cond=None, *, rngs=None) -> jax.Array:
+    def __call__(self, tokens, t, cond=None, *, x_self_cond=None, rngs=None) -> jax.Array:
         tokens = jnp.asarray(tokens)
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"tokens must be integer ids; got dtype {tokens.dtype}.")
@@ -254,12 +277,16 @@ class TokenTransformer(_ConditionalMixin, nnx.Module):
                     f"tokens must lie in [0, {n_ids - 1}] (vocab_size={self.vocab_size} plus "
                     f"{self.num_extra_tokens} extra); got values in [{lo}, {hi}]."
                 )
+        sc = self_condition_input(self, x_self_cond, tokens.shape + (self.vocab_size,),
+                                  "(B, L, vocab_size): probabilities over the vocabulary")
         rngs = dropout_rngs(self, rngs)
         if self.causal:  # position k reads token k - 1; time is implied by the position
             start = jnp.full_like(tokens[:, :1], self.vocab_size)
             tokens = jnp.concatenate([start, tokens[:, :-1]], axis=1)
             t = jnp.zeros_like(jnp.asarray(t, jnp.float32))
         x = self.embed(tokens)
+        if sc is not None:
+            x = x + self.self_cond_proj(sc.astype(self.dtype))
         if self.pos is not None:
             x = x + self.pos[: tokens.shape[1]].astype(self.dtype)[None]
         return self.backbone(x, t, cond, rngs)

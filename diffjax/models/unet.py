@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.models.embeddings import Conditioning
-from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups
+from diffjax.models.layers import Attention, GroupNorm, dropout_rngs, num_groups, self_condition_input
 
 __all__ = ["UNet", "JointUNet", "ResBlock", "AttnBlock", "Downsample", "Upsample"]
 
@@ -148,7 +148,8 @@ def _sizes(image_size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
 
 class UNet(nnx.Module):
     """DDPM++-style U-Net denoiser: ``model(x, t, cond=None) -> out``, NHWC, float32 output of
-    shape ``(B, H, W, out_channels)``.
+    shape ``(B, H, W, out_channels)`` (``model(x, t, cond, x_self_cond=...)`` when built with
+    ``self_condition=True``).
 
     Residual blocks (GroupNorm + SiLU, time / class embedding added or as scale-shift,
     dropout, skip rescaling by 1/sqrt(2)), self-attention at the feature-map resolutions in
@@ -181,6 +182,10 @@ class UNet(nnx.Module):
       second_time: a second float input ``model(x, t, cond, t2=...)`` embedded like ``t``
         and added to the conditioning vector (off by default; see
         :class:`diffjax.models.embeddings.Conditioning`).
+      self_condition: self-conditioning (Chen et al. 2022; off by default): the model also
+        takes ``model(x, t, cond, x_self_cond=...)``, its own previous estimate of the clean
+        data (the shape of ``x``; ``None`` means zeros), concatenated to the input channels
+        (the input conv reads ``2 * in_channels`` channels).
       dtype: compute dtype; ``param_dtype``: parameter dtype (see ``diffjax.models``).
     """
 
@@ -203,11 +208,14 @@ class UNet(nnx.Module):
         time_embedding: str = "sinusoidal",
         time_scale: float | None = None,
         second_time: bool = False,
+        self_condition: bool = False,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if not isinstance(self_condition, bool):
+            raise ValueError(f"self_condition must be True or False; got {self_condition!r}.")
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"image_size must be an int or (H, W); got {image_size!r}.")
         for name, v in (("in_channels", in_channels), ("ch", ch),
@@ -239,6 +247,7 @@ class UNet(nnx.Module):
         self.out_channels = out_channels or in_channels
         self.image_size = size
         self.dtype = dtype
+        self.self_condition = self_condition
         emb_dim = 4 * ch
         self.cond = Conditioning(
             emb_dim, num_classes=num_classes, time_embedding=time_embedding,
@@ -253,7 +262,7 @@ class UNet(nnx.Module):
             attn = AttnBlock(cout, **akw) if height in attn_resolutions else None
             return _Stage(ResBlock(cin, cout, emb_dim, **rkw), attn)
 
-        self.conv_in = _conv(in_channels, ch, (3, 3), **kw)
+        self.conv_in = _conv(in_channels * (2 if self_condition else 1), ch, (3, 3), **kw)
         skips, cur = [ch], ch
         down, downsamplers = [], []
         for i, mult in enumerate(ch_mult):
@@ -301,16 +310,19 @@ class UNet(nnx.Module):
     def null_class(self) -> int | None:
         return self.cond.null_class
 
-    def __call__(self, x, t, cond=None, *, t2=None, rngs=None) -> jax.Array:
-        return self._forward(x, t, cond, t2, rngs)[0]
+    def __call__(self, x, t, cond=None, *, t2=None, x_self_cond=None, rngs=None) -> jax.Array:
+        return self._forward(x, t, cond, t2, rngs, x_self_cond)[0]
 
-    def _forward(self, x, t, cond, t2, rngs):
+    def _forward(self, x, t, cond, t2, rngs, x_self_cond=None):
         """``(output, the middle block's features (B, h, w, C))``."""
         x = jnp.asarray(x)
         want = (*self.image_size, self.in_channels)
         if x.ndim != 4 or x.shape[1:] != want:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, want))}) (NHWC); "
                              f"got {x.shape}.")
+        sc = self_condition_input(self, x_self_cond, x.shape, "the shape of x, NHWC")
+        if sc is not None:  # the previous estimate as extra input channels
+            x = jnp.concatenate([x.astype(self.dtype), sc.astype(self.dtype)], axis=-1)
         rngs = dropout_rngs(self, rngs)
         emb = self.cond(t, cond, x.shape[0], t2)
 
@@ -360,6 +372,8 @@ class JointUNet(UNet):
             raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}.")
         if "second_time" in kwargs:
             raise ValueError("JointUNet always takes t_label as its second time; do not pass second_time.")
+        if kwargs.get("self_condition", False):
+            raise ValueError("JointUNet has no self-conditioning; do not pass self_condition=True.")
         super().__init__(in_channels, out_channels, num_classes=num_classes, second_time=True,
                          param_dtype=param_dtype, rngs=rngs, **kwargs)
         width = self.mid_res2.conv2.out_features
