@@ -69,6 +69,14 @@ failure, or logits of a shape other than
 ValueError naming ``model_fn`` and the shapes it was given (a TypeError where the model fails with
 one, or returns no array or non-float logits).
 
+Self-conditioning (``self_condition=True``; Strudel et al. 2022, Chen et al. 2022): the model is
+called as ``model_fn(x_t, t, probs_prev)``, ``probs_prev`` of shape ``shape + (vocab_size,)``
+(float32) being its previous prediction ``p(x0 | x_t)``: the softmax of the last call's logits
+as the process reads them (``process.x0_log_probs``, the masked process's carry-over of unmasked
+tokens included), before temperature and top-p; zeros at the first call. Every sampler carries
+it in its loop state (the grid ``lax.scan``, ``"first_hitting"``'s ``lax.while_loop``) and
+replaces it after each model call.
+
 Returns ``(tokens, info)``: ``info["nfe"]`` model calls, ``info["changed"]`` tokens changed per
 step summed over the batch (for ``first_hitting``: per loop iteration, zero-padded), and with
 ``return_trajectory=True`` ``info["trajectory"]`` of shape ``(steps + 1,) + shape``.
@@ -177,9 +185,12 @@ def _check_options(temperature, top_p, confidence_noise, confidence_temperature=
 
 _CONVENTION = ("t has shape (B,), one time per sequence; broadcast it with t[:, None]; the logits have "
                "shape x.shape + (vocab_size,)")
+_SELF_COND_CONVENTION = (_CONVENTION + "; with self_condition=True the model is called as model_fn(x, t, "
+                         "probs_prev), probs_prev float32 of shape x.shape + (vocab_size,) (its previous "
+                         "p(x0 | x_t), zeros at the first call)")
 
 
-def _call_model(model_fn, process, x, t):
+def _call_model(model_fn, process, x, t, convention=_CONVENTION):
     """``model_fn(x, t)``, checked where it is traced (no extra trace: the samplers count on one
     trace per compilation; ``diffjax._model_call.call_model``): a failure, or logits of a shape
     other than ``x.shape + (vocab_size,)`` (or ``vocab_size + 1`` for the masked process), raises
@@ -192,7 +203,7 @@ def _call_model(model_fn, process, x, t):
     shapes = [shape + (n,) for n in sizes]
     return _model_call.call_model(model_fn, x, t, out_shapes=shapes,
                                   returns="logits of shape " + " or ".join(str(s) for s in shapes),
-                                  convention=_CONVENTION)
+                                  convention=convention)
 
 
 def _denoiser(model_fn, process, shape, temperature, top_p):
@@ -208,9 +219,38 @@ def _denoiser(model_fn, process, shape, temperature, top_p):
     return fn
 
 
-def _scan(step, x, fixed, ts, key, return_trajectory):
+class _SelfCondDenoiser:
+    """`_denoiser` for a self-conditioned ``model_fn(x, t, probs_prev)``: each call feeds ``prev``
+    (shape + (V,), float32; zeros at first) and replaces it with ``exp(log p(x0 | x_t))``. The
+    loops thread ``prev`` through their state (`_scan`, `_first_hitting`): they set it before a
+    step's call and read it back after."""
+
+    def __init__(self, model_fn, process, shape, temperature, top_p):
+        self.model_fn, self.process, self.shape = model_fn, process, shape
+        self.temperature, self.top_p = temperature, top_p
+        self.prev = jnp.zeros(tuple(shape) + (process.vocab_size,), jnp.float32)
+
+    def __call__(self, x, t):
+        shape, process = self.shape, self.process
+        B = shape[0]
+        x_full = x.reshape(shape)
+        prev = self.prev
+        logits = _call_model(lambda x_, t_: self.model_fn(x_, t_, prev), process, x_full,
+                             jnp.broadcast_to(t, (B,)), convention=_SELF_COND_CONVENTION)
+        logp = process.x0_log_probs(logits, x_full)
+        self.prev = jnp.exp(logp).astype(jnp.float32)
+        logp = logp.reshape(B, -1, process.vocab_size)
+        return logp, adjust_log_probs(logp, self.temperature, self.top_p)
+
+
+def _self_conditioned(den) -> bool:
+    return isinstance(den, _SelfCondDenoiser)
+
+
+def _scan(step, x, fixed, ts, key, return_trajectory, den=None):
     """Runs ``x <- step(x, t, s, key)`` over the grid (``fixed`` positions kept); returns
-    (x, changed per step, trajectory or None)."""
+    (x, changed per step, trajectory or None). With a self-conditioned ``den`` the scan also
+    carries its ``prev``."""
     keys = jax.random.split(key, ts.shape[0] - 1)
 
     def body(x, inp):
@@ -220,6 +260,17 @@ def _scan(step, x, fixed, ts, key, return_trajectory):
         out = (jnp.sum(x_new != x, dtype=jnp.int32), x_new if return_trajectory else None)
         return x_new, out
 
+    if _self_conditioned(den):
+        def body_sc(carry, inp):
+            x, den.prev = carry
+            x_new, out = body(x, inp)
+            return (x_new, den.prev), out
+
+        (x_final, den.prev), (changed, traj) = jax.lax.scan(body_sc, (x, den.prev), (ts[:-1], ts[1:], keys))
+        if return_trajectory:
+            traj = jnp.concatenate([x[None], traj], axis=0)
+        return x_final, changed, traj
+
     x_final, (changed, traj) = jax.lax.scan(body, x, (ts[:-1], ts[1:], keys))
     if return_trajectory:
         traj = jnp.concatenate([x[None], traj], axis=0)
@@ -228,7 +279,7 @@ def _scan(step, x, fixed, ts, key, return_trajectory):
 
 def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0, top_p=None,
            method="ancestral", t_start=1.0, fixed=None, confidence_noise=0.0, confidence_temperature=0.0,
-           remask_schedule="cap", remask_eta=0.02, return_trajectory=False):
+           remask_schedule="cap", remask_eta=0.02, return_trajectory=False, self_condition=False):
     """Draws token sequences of ``shape`` (B, ...) from a discrete diffusion model.
 
     See the module docstring for the methods and the options in detail.
@@ -256,6 +307,9 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
         probability.
       remask_eta: in [0, 1], ``"remdm"``'s eta (0: no remasking); may be traced.
       return_trajectory: also return every state (not for ``"first_hitting"``).
+      self_condition: default False. True samples a self-conditioned model, called as
+        ``model_fn(x_t, t, probs_prev)`` with its previous prediction ``p(x0 | x_t)`` (module
+        docstring); every method carries it.
 
     Returns:
       ``(tokens, info)`` with ``info["nfe"]``, ``info["changed"]`` and, with
@@ -274,6 +328,8 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
                          f"order='left_to_right' samples with method='left_to_right'")
     if remask_schedule not in REMASK_SCHEDULES:
         raise ValueError(f"remask_schedule must be one of {REMASK_SCHEDULES}, got {remask_schedule!r}")
+    if not isinstance(self_condition, (bool, np.bool_)):
+        raise ValueError(f"self_condition must be True or False, got {self_condition!r}")
     k_init, k_run = jax.random.split(key)
     _check_options(temperature, top_p, confidence_noise, confidence_temperature, remask_eta)
     options = _Options(confidence_noise, confidence_temperature, remask_schedule, remask_eta)
@@ -283,14 +339,17 @@ def sample(model_fn, key, shape, *, process, steps, x_init=None, temperature=1.0
         raise TypeError(f"model_fn must be a callable model_fn(x_t, t) -> logits, got {type(model_fn).__name__}")
     B = shape[0]
     x, fixed = x.reshape(B, -1), fixed.reshape(B, -1)
-    den = _denoiser(model_fn, process, shape, temperature, top_p)
+    if self_condition:
+        den = _SelfCondDenoiser(model_fn, process, shape, temperature, top_p)
+    else:
+        den = _denoiser(model_fn, process, shape, temperature, top_p)
     if spec.run is not None:  # a sampler with its own loop
         if return_trajectory:
             raise ValueError(f"return_trajectory is not available for method={method!r}")
         x, info = spec.run(process, den, x, fixed, ts, k_run)
         return x.reshape(shape), info
     step = spec.build_step(process, den, x, fixed, ts, options)
-    x, changed, traj = _scan(step, x, fixed, ts, k_run, return_trajectory)
+    x, changed, traj = _scan(step, x, fixed, ts, k_run, return_trajectory, den)
     info = {"nfe": jnp.asarray(steps, jnp.int32), "changed": changed}
     if return_trajectory:
         info["trajectory"] = traj.reshape((steps + 1,) + shape)
@@ -378,6 +437,13 @@ def _first_hitting(process, den, x, fixed, ts, key):
         return x, it + 1, key, changed
 
     state = (x, jnp.asarray(0, jnp.int32), k_loop, jnp.zeros((N,), jnp.int32))
+    if _self_conditioned(den):  # the previous prediction rides in the loop state
+        def body_sc(state):
+            den.prev = state[-1]
+            return body(state[:-1]) + (den.prev,)
+
+        x, nfe, _, changed, den.prev = jax.lax.while_loop(lambda s: cond(s[:-1]), body_sc, state + (den.prev,))
+        return x, {"nfe": nfe, "changed": changed}
     x, nfe, _, changed = jax.lax.while_loop(cond, body, state)
     return x, {"nfe": nfe, "changed": changed}
 
