@@ -25,6 +25,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", class_conditional=False, dropout=0.0, dtype="float32",
         time_embedding="sinusoidal",
+        # self-conditioning (mlp, unet): the model also gets its previous x0 estimate
+        self_condition=False,
         # mlp (input_fourier_features=0: the points alone, no Fourier features)
         hidden=256, depth=3, time_embed_dim=128, mlp_ratio=2.0, input_fourier_features=0,
         input_fourier_scale=1.0,

@@ -27,7 +27,8 @@ def get_config():
 
     c.model = ml_collections.ConfigDict(dict(
         name="token_transformer", dim=768, depth=12, heads=12, mlp_ratio=4.0, cond_dim=128,
-        positions="rope", dropout=0.0, dtype="bfloat16", time_embedding="sinusoidal"))
+        positions="rope", dropout=0.0, dtype="bfloat16", time_embedding="sinusoidal",
+        self_condition=False))
 
     c.diffusion = ml_collections.ConfigDict(dict(
         process="masked", schedule="linear", exponent=0.0, loss="nelbo", ce_weight=0.01,

@@ -34,7 +34,8 @@ def get_config():
 
     c.model = ml_collections.ConfigDict(dict(
         name="token_transformer", dim=128, depth=4, heads=4, mlp_ratio=4.0, cond_dim=64,
-        positions="rope", dropout=0.0, dtype="float32", time_embedding="sinusoidal"))
+        positions="rope", dropout=0.0, dtype="float32", time_embedding="sinusoidal",
+        self_condition=False))
 
     c.diffusion = ml_collections.ConfigDict(dict(
         process="masked", schedule="linear", exponent=0.0, loss="nelbo", ce_weight=0.01,

@@ -21,6 +21,11 @@ Config sections (``experiments/configs/{toy,digits,digits_cond,mnist,cifar10,...
     model.second_time (MeanFlow: a second time input), model.time_scale (0 = default),
          model.input_fourier_features, .input_fourier_scale (mlp: random Fourier features
          of the input; 0 = none, the default)
+    model.self_condition (mlp, unet; default False): self-conditioning (Chen et al. 2022),
+         the model also gets its previous x0 estimate; trained with the two-pass rule of
+         `make_objective(..., self_condition=True)` and sampled with
+         ``diffjax.sample(..., self_condition=True)`` (fixed-grid solvers; not rk45), e.g.
+         ``--config=experiments/configs/digits.py --config.model.self_condition=True``
     sample.solver, .steps, .t_min, .grid ("" = the solver's), .num_samples, .batch_size,
          .guidance_scale, .labels ("uniform" cycles the classes on a conditional model)
     eval.num_samples, .nll_examples, .nll_batch_size, .nll_rtol, .nll_atol, .nll_probes,
@@ -116,6 +121,10 @@ def draw_batch(objective, params, key, shape, kw: dict, *, cond=None, guidance_s
     if "few_step" in kw:
         return objective.sample(params, key, shape, steps=kw["few_step"], cond=cond,
                                 x_init=x_init)
+    if getattr(objective, "self_condition", False):  # the sampler carries the x0 estimate
+        fn = objective.self_cond_model_fn(params) if cond is None else \
+            objective.self_cond_model_fn(params, cond, guidance_scale)
+        return diffjax.sample(fn, key, shape, x_init=x_init, self_condition=True, **kw)
     fn = objective.model_fn(params) if cond is None else \
         objective.model_fn(params, cond, guidance_scale)
     return diffjax.sample(fn, key, shape, x_init=x_init, **kw)
@@ -381,6 +390,11 @@ class GaussianTask(Task):
             kw["second_time"] = True
         if m.get("time_scale", 0.0):  # 0: the embedding's default (1000 for sinusoidal)
             kw["time_scale"] = float(m.time_scale)
+        if m.get("self_condition", False):  # off: the models as before
+            if m.name not in ("mlp", "unet"):
+                raise ValueError(f"model.self_condition=True needs model.name 'mlp' or 'unet', got "
+                                 f"{m.name!r}")
+            kw["self_condition"] = True
         if m.name == "mlp":
             if m.get("input_fourier_features", 0):  # 0: x alone (the MLP's default)
                 kw.update(input_fourier_features=int(m.input_fourier_features),
@@ -416,14 +430,18 @@ class GaussianTask(Task):
         ``"progressive"``) with the options of ``config.few_step`` (`_FEW_STEP`). A teacher
         (``few_step.teacher_workdir``) is restored only when the loss is first traced."""
         d = config.diffusion
+        self_condition = bool(config.model.get("self_condition", False))
         if d.loss in _FEW_STEP:
+            if self_condition:
+                raise ValueError(f"model.self_condition=True is for the diffusion losses, not "
+                                 f"diffusion.loss={d.loss!r}")
             return _FEW_STEP[d.loss](self, config, model)
         return make_objective(
             model, schedule=build_schedule(config), prediction=d.prediction, loss=d.loss,
             weighting=d.weighting, weighting_kwargs=dict(d.get("weighting_kwargs", {}) or {}),
             t_min=d.get("t_min", 0.0) or None, antithetic=bool(d.antithetic),
             importance=common.opt(d.get("importance", "")),
-            cond_drop=float(d.get("cond_drop", 0.0)))
+            cond_drop=float(d.get("cond_drop", 0.0)), self_condition=self_condition)
 
     def experiment(self, config, workdir: str, *, mesh=None) -> common.Experiment:
         """Training: a run with a teacher checks the teacher's workdir first and starts from

@@ -18,7 +18,11 @@ Config sections of a text config (``experiments/configs/text_small.py``)::
          .vocab "char" (its own characters) or "byte", e.g. ``--config=experiments/configs/
          text_small.py --config.data.name=text_file --config.data.path=FILE``
     model.name = "token_transformer", .dim, .depth, .heads, .mlp_ratio, .cond_dim,
-         .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding
+         .positions, .dropout, .dtype ("float32" | "bfloat16" compute), .time_embedding,
+         .self_condition (default False: self-conditioning, the model also gets its previous
+         predicted distribution; trained with `make_discrete_objective(...,
+         self_condition=True)`, sampled with ``discrete.sample(..., self_condition=True)``;
+         not with order="left_to_right")
     diffusion.process ("masked" | "uniform"), .schedule ("linear" | "cosine" | "polynomial"),
          .exponent (polynomial), .loss ("nelbo" | "hybrid"), .ce_weight, .num_steps
          (0 = the continuous-time bound, T = the T-step bound), .antithetic, .order (masked:
@@ -162,6 +166,14 @@ def _encode_prompt_in(prompt: str, seq_len: int, vocab_size: int, alphabet: str,
 
 
 # ---------------------------------------------------------------------------- sampling
+def _sampling_model(objective: DiscreteObjective, params):
+    """``(model_fn, extra keyword arguments of discrete.sample)``: a self-conditioned model is
+    sampled as ``model_fn(x, t, probs_prev)`` with ``self_condition=True``."""
+    if getattr(objective, "self_condition", False):
+        return objective.self_cond_model_fn(params), {"self_condition": True}
+    return objective.model_fn(params), {}
+
+
 def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, *, method: str,
              steps: int, temperature: float = 1.0, top_p: Optional[float] = None,
              x_init: Optional[np.ndarray] = None, batch_size: int = 64, **options):
@@ -184,9 +196,10 @@ def generate(objective: DiscreteObjective, params, key, num: int, seq_len: int, 
 
     @platform.jit
     def draw(params, key, temperature, top_p):
-        return discrete.sample(objective.model_fn(params), key, shape, process=objective.process,
+        fn, extra = _sampling_model(objective, params)
+        return discrete.sample(fn, key, shape, process=objective.process,
                                steps=int(steps), x_init=init, temperature=temperature,
-                               top_p=top_p, method=method, **options)
+                               top_p=top_p, method=method, **options, **extra)
 
     params = jax.device_put(params, jax.local_devices()[0])
     top = None if not top_p else jnp.float32(top_p)
@@ -293,6 +306,9 @@ class TextTask(Task):
         if m.name != "token_transformer":
             raise ValueError(f"text configs need model.name='token_transformer', got {m.name!r}")
         masked = config.diffusion.process == "masked"
+        if m.get("self_condition", False) and masked and _order(config) == "left_to_right":
+            raise ValueError("model.self_condition=True is not available with diffusion.order="
+                             "'left_to_right' (a causal model is scored in one pass)")
         return models.TokenTransformer(
             int(info.vocab_size), num_extra_tokens=1 if masked else 0, seq_len=int(info.shape[0]),
             causal=masked and _order(config) == "left_to_right",
@@ -300,6 +316,7 @@ class TextTask(Task):
             dropout=float(m.dropout), cond_dim=int(m.get("cond_dim", 0)) or None,
             positions=m.get("positions", "rope"),
             time_embedding=m.get("time_embedding", "sinusoidal"),
+            self_condition=bool(m.get("self_condition", False)),
             dtype=common.dtype(m.get("dtype", "float32")), rngs=nnx.Rngs(int(config.seed)))
 
     def build_objective(self, config, model: nnx.Module):
@@ -308,7 +325,8 @@ class TextTask(Task):
         return make_discrete_objective(model, process=process, loss=d.get("loss", "nelbo"),
                                        num_steps=int(d.get("num_steps", 0)) or None,
                                        ce_weight=float(d.get("ce_weight", 0.01)),
-                                       antithetic=bool(d.get("antithetic", True)))
+                                       antithetic=bool(d.get("antithetic", True)),
+                                       self_condition=bool(config.model.get("self_condition", False)))
 
     # ---------------------------------------------------------------- train
     def sample_fn(self, config, objective, info, batch_size: int):
@@ -317,8 +335,9 @@ class TextTask(Task):
         free = objective.process.vocab_size  # the id of a position to generate
 
         def fn(params, key, x_init):
-            return discrete.sample(objective.model_fn(params), key, shape,
-                                   process=objective.process, x_init=x_init, **settings)[0]
+            model_fn, extra = _sampling_model(objective, params)
+            return discrete.sample(model_fn, key, shape, process=objective.process, x_init=x_init,
+                                   **settings, **extra)[0]
         return fn, (np.full(shape, free, np.int32),)
 
     def sample_nfe(self, config, objective, info) -> int:
