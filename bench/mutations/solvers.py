@@ -81,6 +81,8 @@ MUTANTS = [
            "jnp.minimum(self.order, steps_left + 2)", "self.order"),
     Mutant("solvers.unipc.default_grid_logsnr", S + "unipc.py",
            'default_grid = "uniform_angle"', 'default_grid = "uniform_logsnr"'),
+    Mutant("solvers.unipc.default_grid_sigma_data_1", S + "unipc.py",
+           'MappingProxyType({"sigma_data": 0.5})', 'MappingProxyType({"sigma_data": 1.0})'),
     Mutant("solvers.unipc.correction_sign", S + "unipc.py",
            "x = (x - a * jnp.where(valid, big_b, 0.0) * delta)", "x = (x + a * jnp.where(valid, big_b, 0.0) * delta)"),
     Mutant("solvers.unipc.predictor_weight_not_removed", S + "unipc.py",

@@ -4,9 +4,10 @@
 * ``uniform_logsnr``  equal steps in logsnr (the natural grid of exponential integrators).
 * ``karras``          Karras et al. (2022) rho-spacing in sigma/alpha = exp(-logsnr/2):
                       ``s_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho``.
-* ``uniform_angle``   equal steps in the angle ``u = arctan((sigma/alpha)^(1/rho))``; rho = 1 (the
-                      default) is the angle of (alpha, sigma), i.e. equal steps in t of the cosine
-                      schedule (without its clipping), whatever the schedule.
+* ``uniform_angle``   equal steps in the angle ``u = arctan((sigma/(alpha sigma_data))^(1/rho))``;
+                      rho = 1, sigma_data = 1 (the defaults) is the angle of (alpha, sigma), i.e.
+                      equal steps in t of the cosine schedule (without its clipping), whatever the
+                      schedule; sigma_data moves the densest points to sigma/alpha = sigma_data.
 
 Every grid starts exactly at ``t_max`` and ends exactly at ``t_min``. Where logsnr is infinite at
 an end (rectified flow at t = 1, or t_min = 0 with sigma(0) = 0), ``uniform_logsnr`` and
@@ -14,13 +15,15 @@ an end (rectified flow at t = 1, or t_min = 0 with sigma(0) = 0), ``uniform_logs
 logsnr (-logsnr(t_min)), then put the exact endpoint back; ``uniform_angle`` needs no mirror (its
 angle is pi/2 where alpha = 0 and 0 where sigma = 0).
 
-``uniform_angle`` spends few points where the denoiser hardly changes, for data of unit scale:
-where sigma/alpha >> 1 (it is the data mean plus a term of order alpha/sigma) and where
-sigma/alpha << 1 (it is x/alpha plus a term of order (sigma/alpha)^2). Per unit of log-SNR its
-density of points is proportional to 1 / cosh(logsnr / (2 rho)): rho sets how fast it falls off
-toward both ends (a uniform-logsnr grid is the limit rho -> inf). With rho = 1 it is the default
-grid of euler, ddim, heun, the DPM-Solver++ solvers, unipc and ipndm (their docstrings give the
-measurements); it does not depend on the schedule's parameterisation of t, only on its log-SNR.
+``uniform_angle`` spends few points where the denoiser hardly changes, for data of scale
+sigma_data: where sigma/alpha >> sigma_data (it is the data mean plus a term of order
+alpha/sigma) and where sigma/alpha << sigma_data (it is x/alpha plus a term of order
+(sigma/alpha)^2). Per unit of log-SNR its density of points is proportional to
+1 / cosh((logsnr / 2 + log sigma_data) / rho): rho sets how fast it falls off toward both ends (a
+uniform-logsnr grid is the limit rho -> inf). With rho = 1 it is the default grid of euler, ddim,
+heun, the DPM-Solver++ solvers, ipndm (sigma_data = 1) and unipc (sigma_data = 0.5); their
+docstrings give the measurements. It does not depend on the schedule's parameterisation of t,
+only on its log-SNR.
 """
 from __future__ import annotations
 
@@ -113,28 +116,35 @@ def karras(schedule, steps, t_max=1.0, t_min=1e-3, rho=7.0, dtype=jnp.float32):
     return _pin_ends(schedule.t_of_logsnr(lam).astype(dtype), t_max, t_min)
 
 
-def uniform_angle(schedule, steps, t_max=1.0, t_min=1e-3, rho=1.0, dtype=jnp.float32):
-    """Equal steps in the angle ``arctan((sigma / alpha)^(1 / rho))`` from t_max to t_min, mapped
-    back to t; ends exact, infinite log-SNR ends included (see the module docstring).
+def uniform_angle(schedule, steps, t_max=1.0, t_min=1e-3, rho=1.0, sigma_data=1.0,
+                  dtype=jnp.float32):
+    """Equal steps in the angle ``arctan((sigma / (alpha sigma_data))^(1 / rho))`` from t_max to
+    t_min, mapped back to t; ends exact, infinite log-SNR ends included (see the module docstring).
 
     Args:
       schedule: a ``diffjax.schedules.Schedule``.
       steps: the number of intervals, an int >= 1 (the grid has steps + 1 points).
       t_max, t_min: the first and last point, ``0 <= t_min < t_max <= 1`` (defaults 1 and 1e-3;
         ValueError otherwise where they are Python numbers).
-      rho: a number > 0 (default 1: equal steps in the angle of (alpha, sigma); larger values
-        spread the points toward both ends, a uniform-logsnr grid in the limit).
+      rho: a number > 0 (default 1: equal steps in the angle of (alpha sigma_data, sigma);
+        larger values spread the points toward both ends, a uniform-logsnr grid in the limit).
+      sigma_data: a number > 0 (default 1): the noise level sigma / alpha at which the points
+        are densest (half of them on each side of it at rho = 1); the data's scale.
       dtype: of the grid.
     """
     _check(steps, t_max, t_min)
-    if isinstance(rho, (int, float)) and not (np.isfinite(rho) and rho > 0):
-        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+    for name, value in (("rho", rho), ("sigma_data", sigma_data)):
+        if isinstance(value, (int, float)) and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     lo = schedule.logsnr(jnp.asarray(t_max, dtype))
     hi = schedule.logsnr(jnp.asarray(t_min, dtype))
-    # (sigma / alpha)^(1 / rho) = exp(-logsnr / (2 rho)); arctan maps [0, inf] onto [0, pi / 2]
-    u0, u1 = jnp.arctan(jnp.exp(-lo / (2 * rho))), jnp.arctan(jnp.exp(-hi / (2 * rho)))
+    # (sigma / (alpha sigma_data))^(1 / rho) = exp(-(logsnr / 2 + c) / rho), c = log sigma_data;
+    # arctan maps [0, inf] onto [0, pi / 2]
+    c = jnp.log(jnp.asarray(sigma_data, dtype))
+    u0 = jnp.arctan(jnp.exp(-(lo / 2 + c) / rho))
+    u1 = jnp.arctan(jnp.exp(-(hi / 2 + c) / rho))
     u = u0 + jnp.arange(steps + 1, dtype=dtype) / steps * (u1 - u0)
-    lam = 2.0 * rho * (jnp.log(jnp.cos(u)) - jnp.log(jnp.sin(u)))
+    lam = 2.0 * rho * (jnp.log(jnp.cos(u)) - jnp.log(jnp.sin(u))) - 2.0 * c
     return _pin_ends(schedule.t_of_logsnr(lam).astype(dtype), t_max, t_min)
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Callable, ClassVar
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping
 
 import equinox as eqx
 import jax
@@ -240,12 +241,15 @@ class Solver(eqx.Module):
     has no single step and integrates the whole interval in ``solve(den, x, ts)``.
 
     Class attributes: ``name`` (its key in ``SOLVERS``); ``default_grid`` (a name in
-    ``diffjax.grids``); ``default_steps``; ``fixed_grid``; ``uses_steps_left`` (the driver then
-    passes ``steps_left`` to ``step``).
+    ``diffjax.grids``); ``default_grid_options`` (the options of that grid when it is the
+    default, e.g. ``{"sigma_data": 0.5}``; a grid named in the call gets its own defaults);
+    ``default_steps``; ``fixed_grid``; ``uses_steps_left`` (the driver then passes
+    ``steps_left`` to ``step``).
     """
 
     name: ClassVar[str] = ""
     default_grid: ClassVar[str] = "uniform_logsnr"
+    default_grid_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     uses_steps_left: ClassVar[bool] = False
     default_steps: ClassVar[int] = 100
     fixed_grid: ClassVar[bool] = True

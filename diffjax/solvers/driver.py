@@ -134,11 +134,13 @@ def make_grid(solver: Solver, schedule, *, steps, ts, t_min, t_max, grid, dtype)
         if steps is None:
             steps = solver.default_steps
         name = grid or solver.default_grid
+        options = {} if grid else dict(solver.default_grid_options)
         if name in grids.MIRRORED:
             _check_logsnr_ends(schedule, name, t_max, t_min)
-        ts = grids.get(name, schedule, steps, t_max, t_min, dtype)
+        ts = grids.get(name, schedule, steps, t_max, t_min, dtype, **options)
         lo, hi = concrete_float(t_min), concrete_float(t_max)
-        rebuild = None if lo is None or hi is None else (lambda: grids.get(name, schedule, steps, hi, lo, dtype))
+        rebuild = None if lo is None or hi is None else (
+            lambda: grids.get(name, schedule, steps, hi, lo, dtype, **options))
         _check_grid(solver, schedule, ts, name, rebuild)
         return ts
     ts = jnp.asarray(ts, dtype)

@@ -74,13 +74,15 @@ def test_uniform_angle_grid_is_uniform_in_the_angle_of_alpha_and_sigma():
         for name, t_max, t_min in (("ve", 1.0, 0.0), ("linear_vp", 1.0, 1e-3), ("rectified_flow", 1.0, 0.0),
                                    ("rectified_flow", 0.9, 0.05)):
             sch, ref = dj.schedules.get(name), oracles.SCHEDULES[name]
-            for rho in (1.0, 2.5):
-                ts = np.asarray(dj.grids.uniform_angle(sch, 6, t_max, t_min, rho=rho, dtype=jnp.float64))
+            for rho, sd in ((1.0, 1.0), (2.5, 1.0), (1.0, 0.5), (1.5, 3.0)):
+                ts = np.asarray(dj.grids.uniform_angle(sch, 6, t_max, t_min, rho=rho, sigma_data=sd,
+                                                       dtype=jnp.float64))
                 a, s, _, _ = ref.coeffs(ts)
                 with np.errstate(divide="ignore"):
-                    u = np.arctan((s / a) ** (1 / rho))
+                    u = np.arctan((s / (a * sd)) ** (1 / rho))
                 assert ts[0] == t_max and ts[-1] == t_min and np.all(np.diff(ts) < 0), (name, rho, ts)
-                np.testing.assert_allclose(np.diff(u), np.diff(u).mean(), rtol=1e-9, err_msg=f"{name} rho={rho}")
+                np.testing.assert_allclose(np.diff(u), np.diff(u).mean(), rtol=1e-9,
+                                           err_msg=f"{name} rho={rho} sigma_data={sd}")
     rf = dj.schedules.rectified_flow()
     x, _ = dj.sample(lambda x, t: -x, jax.random.PRNGKey(0), (4, 2), schedule=rf, prediction="flow", solver="ddim",
                      steps=4, grid="uniform_angle", t_min=0.0, t_max=1.0)
@@ -88,6 +90,27 @@ def test_uniform_angle_grid_is_uniform_in_the_angle_of_alpha_and_sigma():
     for rho in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="rho must be a finite number > 0"):
             dj.grids.uniform_angle(rf, 4, rho=rho)
+        with pytest.raises(ValueError, match="sigma_data must be a finite number > 0"):
+            dj.grids.uniform_angle(rf, 4, sigma_data=rho)
+
+
+def test_a_solvers_default_grid_options_apply_to_its_default_grid_only():
+    """unipc's default grid is uniform_angle with sigma_data = 0.5; grid='uniform_angle' named in
+    the call is the plain angle grid (sigma_data = 1)."""
+    sch = dj.schedules.ve(0.002, 80.0)
+    assert dict(dj.solvers.get("unipc").default_grid_options) == {"sigma_data": 0.5}
+    for key, grid in (("default", None), ("named", "uniform_angle")):
+        seen = []
+
+        def model(x, t):
+            jax.debug.callback(lambda t: seen.append(float(t[0])), t)
+            return jnp.zeros_like(x)
+
+        dj.sample(model, jax.random.PRNGKey(0), (1, 2), schedule=sch, prediction="x0", solver="unipc",
+                  steps=4, grid=grid, t_min=0.0, denoise_final=False)
+        sd = 0.5 if key == "default" else 1.0
+        expect = np.asarray(dj.grids.uniform_angle(sch, 4, 1.0, 0.0, sigma_data=sd))[:-1]
+        np.testing.assert_allclose(seen, expect, rtol=1e-5, err_msg=key)
 
 
 def test_bad_grid_arguments():

@@ -62,17 +62,19 @@ def problem(schedule):
 
 def errors(solver, schedule, grids=None):
     """{grid: (Gaussian errors, mixture errors) at COUNTS} for the named ``grids`` (default: the
-    solver's default grid)."""
+    solver's default grid); the solver's default grid is built with its default options."""
     sch, prediction = SCHEDULES[schedule]
     x_init, (exact_g, exact_m), model = problem(schedule)
-    grids = grids or (dj.solvers.get(solver).default_grid,)
+    cls = dj.solvers.get(solver)
+    grids = grids or (cls.default_grid,)
     out = {g: ([], []) for g in grids}
     for n in COUNTS:
         run = jax.jit(lambda ts: dj.sample(model, jax.random.PRNGKey(0), x_init.shape, schedule=sch,
                                            prediction=prediction, solver=solver, ts=ts, x_init=jnp.asarray(x_init),
                                            denoise_final=False)[0])
         for g in grids:
-            x = np.asarray(run(dj.grids.get(g, sch, n, T_MAX, T_MIN, jnp.float64)))
+            options = dict(cls.default_grid_options) if g == cls.default_grid else {}
+            x = np.asarray(run(dj.grids.get(g, sch, n, T_MAX, T_MIN, jnp.float64, **options)))
             out[g][0].append(float(np.sqrt(np.mean((x[:N_GAUSS] - exact_g) ** 2))))
             out[g][1].append(float(np.sqrt(np.mean((x[N_GAUSS:] - exact_m) ** 2))))
     return out
