@@ -64,8 +64,8 @@ MUTANTS = [
            "strata = jnp.arange(n)"),
     # --- samplers
     Mutant("discrete.ancestral_reveal_prob_is_stay_prob", SAMP,
-           "log_reveal, _ = process.reveal_log_prob(s, t)",
-           "_, log_reveal = process.reveal_log_prob(s, t)"),
+           "log_reveal, _ = process.reveal_log_prob(s, t)\n        reveal = (x == mask)",
+           "_, log_reveal = process.reveal_log_prob(s, t)\n        reveal = (x == mask)"),
     Mutant("discrete.first_hitting_time_ignores_t_start", SAMP,
            "v = uniform_01(k_times, (B, N), c.dtype) * c[0]",
            "v = uniform_01(k_times, (B, N), c.dtype)"),
@@ -91,6 +91,6 @@ MUTANTS = [
            "mixed = jnp.maximum(c + w * (c - u), lo)"),
     # --- the training objective's time sampling
     Mutant("discrete.objective_times_not_stratified", "diffjax/training/objectives/discrete.py",
-           "num_steps=self.num_steps,\n                                  antithetic=self.antithetic)",
-           "num_steps=self.num_steps,\n                                  antithetic=False)"),
+           "num_steps=self.num_steps,\n                                  antithetic=self.antithetic, **kw)",
+           "num_steps=self.num_steps,\n                                  antithetic=False, **kw)"),
 ]

@@ -95,11 +95,11 @@ def test_the_objective_trains_a_joint_unet_and_feeds_the_joint_sampler():
     m = _unet()
     obj, params = make_joint_objective(m, process=_process(), weighting="v", clean_prob=(0.2, 0.1))
     batch = _batch(16)
-    (loss, metrics), grads = jax.value_and_grad(obj.loss_fn, has_aux=True)(params, batch, jax.random.key(0))
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(obj.loss_fn, has_aux=True))(params, batch, jax.random.key(0))
     assert np.isfinite(float(loss)) and set(metrics) == {"image_loss", "label_loss", "mse_eps"}
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     obj_nelbo, _ = make_joint_objective(m, process=_process(), label_loss="nelbo")
-    assert np.isfinite(float(obj_nelbo.loss_fn(params, batch, jax.random.key(0))[0]))
+    assert np.isfinite(float(jax.jit(obj_nelbo.loss_fn)(params, batch, jax.random.key(0))[0]))
     (x, y), _ = joint.sample(obj.model_fn(params), jax.random.key(0), ((4, 8, 8, 1), (4,)), process=obj.process,
                              steps=3)
     assert x.shape == (4, 8, 8, 1) and y.shape == (4,)
