@@ -28,7 +28,8 @@ def test_joint_unet_shapes_dtypes_and_mask_token():
     m = _unet()
     assert m.mask_token == K
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
-    out, logits = m(x, jnp.asarray([0, K, 7]), jnp.asarray([0.1, 0.5, 1.0]), jnp.asarray([0.0, 1.0, 0.3]))
+    out, logits = nnx.jit(lambda m, *a: m(*a))(m, x, jnp.asarray([0, K, 7]), jnp.asarray([0.1, 0.5, 1.0]),
+                                               jnp.asarray([0.0, 1.0, 0.3]))
     assert out.shape == (3, 8, 8, 1) and out.dtype == jnp.float32
     assert logits.shape == (3, K) and logits.dtype == jnp.float32
     np.testing.assert_array_equal(logits, 0.0)  # zero-initialised head: uniform logits
@@ -45,8 +46,9 @@ def test_joint_unet_sees_the_label_and_its_time():
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
     nnx.update(m, params)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
-    base = m(x, jnp.asarray([3, 3]), 0.5, 0.5)
-    for other in (m(x, jnp.asarray([K, K]), 0.5, 0.5), m(x, jnp.asarray([3, 3]), 0.5, 0.9)):
+    f = nnx.jit(lambda m, labels, t_label: m(x, labels, jnp.full((2,), 0.5), t_label))  # one compilation
+    base = f(m, jnp.asarray([3, 3]), jnp.asarray([0.5, 0.5]))
+    for other in (f(m, jnp.asarray([K, K]), jnp.asarray([0.5, 0.5])), f(m, jnp.asarray([3, 3]), jnp.asarray([0.9, 0.9]))):
         assert not np.allclose(base[0], other[0]) and not np.allclose(base[1], other[1])
 
 
