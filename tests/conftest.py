@@ -1,5 +1,5 @@
-"""Test configuration: CPU only, 8 simulated devices available for sharding tests, LLVM
-optimisation level 0 for the CPU backend (faster compiles), and one compilation cache per test run shared by the xdist workers and the launchers they start (many
+"""Test configuration: CPU only, 8 simulated devices available for sharding tests, and one
+compilation cache per test run shared by the xdist workers and the launchers they start (many
 tests compile the same tiny programs; a fresh run starts with an empty cache)."""
 import os
 import shutil
@@ -9,11 +9,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     flags = (flags + " --xla_force_host_platform_device_count=8").strip()
-# Most tests run tiny programs once: compiling them dominates. LLVM's optimisation level of the
-# CPU backend changes how fast the machine code runs, not what it computes (XLA's own HLO passes
-# are unchanged); level 0 compiles ~25% faster here. DIFFJAX_TEST_XLA_OPT=default keeps XLA's.
-if "xla_backend_optimization_level" not in flags and os.environ.get("DIFFJAX_TEST_XLA_OPT") != "default":
-    flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = flags
 
 # The process that starts the run (the xdist controller, or the only process) makes the cache
