@@ -81,7 +81,9 @@ def sample(model_fn, key, shape, *, schedule, prediction, solver="dpmpp_2m", ste
         ``t_min = 0`` is allowed where sigma(0) = 0 for fixed-grid solvers (see ``denoise_final``).
       grid: the name of the grid when ``ts`` is not given (``uniform_t``, ``uniform_logsnr``,
         ``karras``, ``uniform_angle``); default: the solver's
-        (``diffjax.solvers.get(name).default_grid``; ``uniform_angle`` for most).
+        (``diffjax.solvers.get(name).default_grid`` built with its ``default_grid_options``;
+        ``uniform_angle`` for most, with ``sigma_data=0.5`` for unipc). A grid named here gets
+        its own defaults.
       x_init: the state at t_max, a floating-point array of ``shape``; default
         ``sigma(t_max) * N(0, I)``. An integer (or boolean) x_init is refused with a TypeError
         (not converted: convert it yourself, ``x_init.astype(jnp.float32)``); a concrete x_init
