@@ -5,6 +5,9 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+import pytest
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
@@ -29,3 +32,19 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 def pytest_sessionfinish(session):
     if _OWN_CACHE and not hasattr(session.config, "workerinput"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def record_calls():
+    """``record_calls(net) -> (model_fn, calls)``: ``model_fn(x, t, p)`` returns ``net(x, t, p)``
+    and appends the arrays ``(x, t, p)`` of every call, in order, to ``calls`` (under jit too;
+    call ``jax.effects_barrier()`` before reading them)."""
+    def make(net):
+        calls = []
+
+        def model_fn(x, t, p):
+            jax.debug.callback(lambda *a: calls.append(tuple(np.asarray(v) for v in a)), x, t, p,
+                               ordered=True)
+            return net(x, t, p)
+        return model_fn, calls
+    return make

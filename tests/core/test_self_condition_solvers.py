@@ -27,16 +27,6 @@ def net(x, t, p):
     return 0.5 * x + 0.4 * jnp.tanh(p + 1.0) - 0.2 * t[:, None]
 
 
-def recorder():
-    calls = []
-
-    def model_fn(x, t, p):
-        jax.debug.callback(lambda *a: calls.append(tuple(np.asarray(v) for v in a)), x, t, p,
-                           ordered=True)
-        return net(x, t, p)
-    return model_fn, calls
-
-
 def x0_of(call):
     """The x0 estimate the sampler must carry out of a recorded call (x, t, x0_prev)."""
     x, t, p = (jnp.asarray(v) for v in call)
@@ -62,8 +52,8 @@ def assert_chained(calls):
     ("heun", 0.0, {}),          # sigma(t_min) = 0: last step one call, final step denoises
     ("pc", 1e-3, {"corrector_steps": 2}),  # corrector calls inside a lax.scan of the step
 ])
-def test_every_call_gets_the_estimate_of_the_call_before(solver, t_min, options):
-    model_fn, calls = recorder()
+def test_every_call_gets_the_estimate_of_the_call_before(solver, t_min, options, record_calls):
+    model_fn, calls = record_calls(net)
     x, info = diffjax.sample(model_fn, jax.random.key(0), SHAPE, schedule=SCH, prediction="v", solver=solver,
                              steps=4, t_min=t_min, self_condition=True, **options)
     jax.effects_barrier()
@@ -75,10 +65,10 @@ def test_every_call_gets_the_estimate_of_the_call_before(solver, t_min, options)
         assert len(calls) == 2 * 4 + 1  # both calls of every step were chained
 
 
-def test_the_estimate_survives_jump_backs():
+def test_the_estimate_survives_jump_backs(record_calls):
     """run_steps with a project hook and repeat = 2 (RePaint): the solver restarts after each
     jump back, the carried estimate does not; afterwards the denoiser holds the last one."""
-    model_fn, calls = recorder()
+    model_fn, calls = record_calls(net)
     den = SelfConditionedDenoiser(model_fn, SCH, "v")
     solv = driver.make_solver("dpmpp_2m", {})
     ts = jnp.linspace(1.0, 1e-3, 4)

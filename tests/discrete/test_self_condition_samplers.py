@@ -22,16 +22,6 @@ def net(x, t, p):
     return base + 2.0 * jnp.roll(p, 1, axis=-1) - 0.5 * p
 
 
-def recorder():
-    calls = []
-
-    def model_fn(x, t, p):
-        jax.debug.callback(lambda *a: calls.append(tuple(np.asarray(v) for v in a)), x, t, p,
-                           ordered=True)
-        return net(x, t, p)
-    return model_fn, calls
-
-
 def probs_of(process, call):
     x, t, p = (jnp.asarray(v) for v in call)
     return np.asarray(jnp.exp(process.x0_log_probs(net(x, t, p), x)))
@@ -42,8 +32,8 @@ CASES = [(MASKED, "ancestral"), (MASKED, "first_hitting"), (MASKED, "confidence"
 
 
 @pytest.mark.parametrize("process,method", CASES, ids=[f"{type(p).__name__}-{m}" for p, m in CASES])
-def test_every_call_gets_the_prediction_of_the_call_before(process, method):
-    model_fn, calls = recorder()
+def test_every_call_gets_the_prediction_of_the_call_before(process, method, record_calls):
+    model_fn, calls = record_calls(net)
     # temperature != 1: the carried prediction is the model's, before temperature
     x, info = dd.sample(model_fn, jax.random.key(0), SHAPE, process=process, steps=5, method=method,
                         temperature=0.5, self_condition=True)
