@@ -29,6 +29,19 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group into the node id
+def pytest_collection_modifyitems(config, items):
+    """With ``-n`` (``--dist loadgroup``): the tests of a module that uses a module- or
+    session-scoped fixture (a trained workdir) run on one worker, so the fixture is built once;
+    every other test is scheduled on its own, which keeps both workers busy to the end."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        defs = defs.name2fixturedefs.values() if defs is not None else ()
+        # ours only: pytest's own session fixtures (tmp_path_factory) have an empty baseid
+        if any(d and d[-1].scope in ("module", "session") and d[-1].baseid for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_sessionfinish(session):
     if _OWN_CACHE and not hasattr(session.config, "workerinput"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

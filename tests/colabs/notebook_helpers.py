@@ -27,14 +27,21 @@ def _text(cell):
     return "".join(out)
 
 
+_WHEELS = {}
+
+
 def _checkout_wheel(tmp_path):
-    """A wheel of the checkout, built (isolated, no dependencies) from a copy of its sources."""
+    """A wheel of the checkout, built (isolated, no dependencies) from a copy of its sources,
+    once per test process (the notebooks of one run install the same checkout)."""
+    if _WHEELS.get("path") and os.path.isfile(_WHEELS["path"]):
+        return _WHEELS["path"]
     src, out = str(tmp_path / "src"), str(tmp_path / "wheel")
     _source_copy(src)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, src],
                    check=True, env=env)
     (wheel,) = glob.glob(os.path.join(out, "diffjax-*.whl"))
+    _WHEELS["path"] = wheel
     return wheel
 
 
